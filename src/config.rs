@@ -1,1 +1,349 @@
-//! TODO
+//! Command-line flags: every knob of the proxy, each with a default, a unit in its name where it
+//! has one, a help line and a `RINGWAY_*` environment variable so a Kubernetes manifest can set it.
+//!
+//! `Config` is parsed once at start-up and then only read; the request path sees the derived,
+//! pre-validated structures ([`crate::cors::CorsPolicy`], [`crate::upstream::UpstreamConfig`],
+//! [`DownstreamLimits`]) rather than these raw values.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+
+use crate::cors::{AllowOrigin, CorsPolicy};
+use crate::http1::HeadLimits;
+use crate::upstream::UpstreamConfig;
+
+/// Which io driver each worker's monoio runtime uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoDriver {
+    /// io_uring when the kernel and the seccomp profile allow it, else epoll (logged once).
+    Auto,
+    /// io_uring only: start-up fails if it cannot be set up.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// ringway: a thread-per-core gRPC-Web load balancer.
+///
+/// Browsers speak gRPC-Web over HTTP/1.1 to ringway; ringway speaks gRPC over HTTP/2 to the
+/// upstream endpoints and balances every request.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ringway", version, about, long_about = None)]
+pub struct Config {
+    // --- process model ---
+    /// Address the data-plane listener binds, once per worker with SO_REUSEPORT.
+    #[arg(long, env = "RINGWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Upstream endpoints: a comma-separated list of IP:port.
+    #[arg(
+        long,
+        env = "RINGWAY_UPSTREAM",
+        default_value = "127.0.0.1:9000",
+        value_delimiter = ','
+    )]
+    pub upstream: Vec<SocketAddr>,
+
+    /// Worker threads, one monoio runtime each; 0 = the cores this process may use (cgroup
+    /// CPU quota and affinity mask included).
+    #[arg(long, env = "RINGWAY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Pin worker N to the Nth core this process may use.
+    #[arg(long, env = "RINGWAY_PIN_CORES", default_value_t = false)]
+    pub pin_cores: bool,
+
+    /// io driver: auto (io_uring, falling back to epoll with one log line), uring, or epoll.
+    #[arg(long, env = "RINGWAY_IO_DRIVER", value_enum, default_value_t = IoDriver::Auto)]
+    pub io_driver: IoDriver,
+
+    /// io_uring submission queue entries per worker (ring size).
+    #[arg(long, env = "RINGWAY_URING_ENTRIES", default_value_t = 1024)]
+    pub uring_entries: u32,
+
+    /// Listen backlog per worker socket.
+    #[arg(long, env = "RINGWAY_BACKLOG", default_value_t = 1024)]
+    pub backlog: i32,
+
+    // --- downstream HTTP/1.1 limits ---
+    /// Largest request head (request line plus headers) accepted; larger gets 431.
+    #[arg(long, env = "RINGWAY_HEADER_BYTES_MAX", default_value_t = 32 * 1024)]
+    pub header_bytes_max: usize,
+
+    /// Most header fields in a request; more gets 431.
+    #[arg(long, env = "RINGWAY_HEADER_COUNT_MAX", default_value_t = 100)]
+    pub header_count_max: usize,
+
+    /// Largest request body accepted (as sent on the wire); larger gets 413.
+    #[arg(long, env = "RINGWAY_BODY_BYTES_MAX", default_value_t = 8 * 1024 * 1024)]
+    pub body_bytes_max: u64,
+
+    /// Time allowed to receive a whole request head, and between body reads, once its first
+    /// byte arrived (slowloris defence); expiry gets 408.
+    #[arg(long, env = "RINGWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// How long an idle keep-alive connection is kept open waiting for its next request.
+    #[arg(long, env = "RINGWAY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Initial read buffer per downstream connection; it grows up to the head or body need.
+    #[arg(long, env = "RINGWAY_READ_BUFFER_BYTES", default_value_t = 4096)]
+    pub read_buffer_bytes: usize,
+
+    /// Path answered locally with 200 for load-balancer health checks (GET or HEAD).
+    #[arg(long, env = "RINGWAY_HEALTH_PATH", default_value = "/healthz")]
+    pub health_path: String,
+
+    // --- gRPC ---
+    /// Cap on a call's grpc-timeout; 0 = no cap (Envoy's max_grpc_timeout: 0s). No timeout is
+    /// applied to calls that do not ask for one, so long server streams are never cut.
+    #[arg(long, env = "RINGWAY_GRPC_TIMEOUT_MAX_MS", default_value_t = 0)]
+    pub grpc_timeout_max_ms: u64,
+
+    // --- CORS ---
+    /// Allowed origins, comma-separated; `*` allows any.
+    #[arg(
+        long,
+        env = "RINGWAY_CORS_ALLOW_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Send `Access-Control-Allow-Credentials: true` (the origin is then echoed, never `*`).
+    #[arg(long, env = "RINGWAY_CORS_ALLOW_CREDENTIALS", default_value_t = false)]
+    pub cors_allow_credentials: bool,
+
+    /// `Access-Control-Allow-Methods` for preflights.
+    #[arg(
+        long,
+        env = "RINGWAY_CORS_ALLOW_METHODS",
+        default_value = "GET, PUT, DELETE, POST, OPTIONS"
+    )]
+    pub cors_allow_methods: String,
+
+    /// `Access-Control-Allow-Headers` for preflights; empty = echo the preflight's
+    /// `Access-Control-Request-Headers`, so custom metadata works without hand-tuning.
+    #[arg(long, env = "RINGWAY_CORS_ALLOW_HEADERS", default_value = "")]
+    pub cors_allow_headers: String,
+
+    /// `Access-Control-Expose-Headers` base list; each response also exposes its own custom
+    /// metadata names.
+    #[arg(
+        long,
+        env = "RINGWAY_CORS_EXPOSE_HEADERS",
+        default_value = "grpc-status,grpc-message"
+    )]
+    pub cors_expose_headers: String,
+
+    /// `Access-Control-Max-Age` for preflights.
+    #[arg(long, env = "RINGWAY_CORS_MAX_AGE_S", default_value_t = 1_728_000)]
+    pub cors_max_age_s: u64,
+
+    // --- upstream HTTP/2 ---
+    /// TCP connect timeout to an upstream endpoint.
+    #[arg(long, env = "RINGWAY_CONNECT_TIMEOUT_MS", default_value_t = 250)]
+    pub connect_timeout_ms: u64,
+
+    /// TCP keepalive idle time on upstream connections; 0 = off.
+    #[arg(long, env = "RINGWAY_UPSTREAM_TCP_KEEPALIVE_S", default_value_t = 300)]
+    pub upstream_tcp_keepalive_s: u64,
+
+    /// Interval of HTTP/2 PINGs on each upstream connection; 0 = off.
+    #[arg(
+        long,
+        env = "RINGWAY_H2_KEEPALIVE_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub h2_keepalive_interval_ms: u64,
+
+    /// A PING unanswered for this long closes the upstream connection.
+    #[arg(
+        long,
+        env = "RINGWAY_H2_KEEPALIVE_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub h2_keepalive_timeout_ms: u64,
+
+    /// HTTP/2 initial stream window advertised to upstreams.
+    #[arg(long, env = "RINGWAY_H2_STREAM_WINDOW_BYTES", default_value_t = 1024 * 1024)]
+    pub h2_stream_window_bytes: u32,
+
+    /// HTTP/2 connection window advertised to upstreams.
+    #[arg(long, env = "RINGWAY_H2_CONNECTION_WINDOW_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub h2_connection_window_bytes: u32,
+
+    /// HTTP/2 SETTINGS_MAX_FRAME_SIZE advertised to upstreams.
+    #[arg(long, env = "RINGWAY_H2_FRAME_BYTES_MAX", default_value_t = 16 * 1024)]
+    pub h2_frame_bytes_max: u32,
+
+    /// Upstream HTTP/2 connections per worker per endpoint; another is opened when the open
+    /// ones reach the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+    #[arg(
+        long,
+        env = "RINGWAY_H2_CONNECTIONS_PER_ENDPOINT_MAX",
+        default_value_t = 4
+    )]
+    pub h2_connections_per_endpoint_max: usize,
+
+    /// Calls that may wait per worker per endpoint when every connection is full; more get
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RINGWAY_PENDING_CALLS_MAX", default_value_t = 1024)]
+    pub pending_calls_max: usize,
+
+    /// How long a call may wait for a stream slot before it fails with UNAVAILABLE.
+    #[arg(long, env = "RINGWAY_PENDING_TIMEOUT_MS", default_value_t = 1_000)]
+    pub pending_timeout_ms: u64,
+
+    /// First delay before reconnecting to an endpoint after a failed connect or GOAWAY; doubles
+    /// on each failure.
+    #[arg(long, env = "RINGWAY_RECONNECT_BACKOFF_MS", default_value_t = 100)]
+    pub reconnect_backoff_ms: u64,
+
+    /// Upper bound of the reconnect backoff.
+    #[arg(
+        long,
+        env = "RINGWAY_RECONNECT_BACKOFF_MAX_MS",
+        default_value_t = 5_000
+    )]
+    pub reconnect_backoff_max_ms: u64,
+
+    // --- logs ---
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ringway=debug`.
+    #[arg(long, env = "RINGWAY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, env = "RINGWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Downstream limits, derived once from the flags.
+#[derive(Debug, Clone)]
+pub struct DownstreamLimits {
+    pub head: HeadLimits,
+    pub body_bytes_max: u64,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub read_buffer_bytes: usize,
+    pub grpc_timeout_max: Option<Duration>,
+    pub health_path: Bytes,
+}
+
+impl Config {
+    /// Parse flags from a list of arguments (the first being the program name), as `main` does.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::try_parse_from(args)
+    }
+
+    /// Check relations between flags that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.upstream.is_empty() {
+            return Err("--upstream needs at least one endpoint".into());
+        }
+        if self.header_count_max == 0 || self.header_bytes_max < 64 {
+            return Err("--header-count-max must be > 0 and --header-bytes-max >= 64".into());
+        }
+        if self.h2_connections_per_endpoint_max == 0 {
+            return Err("--h2-connections-per-endpoint-max must be > 0".into());
+        }
+        if self.h2_stream_window_bytes < 65_535 || self.h2_connection_window_bytes < 65_535 {
+            return Err("HTTP/2 windows must be at least 65535 bytes".into());
+        }
+        if !(16_384..=16_777_215).contains(&self.h2_frame_bytes_max) {
+            return Err("--h2-frame-bytes-max must be within 16384..=16777215 (RFC 9113)".into());
+        }
+        if self.read_buffer_bytes < 512 {
+            return Err("--read-buffer-bytes must be at least 512".into());
+        }
+        if !self.health_path.starts_with('/') {
+            return Err("--health-path must start with /".into());
+        }
+        Ok(())
+    }
+
+    /// Workers to start: the flag, or the cores this process may use.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        // available_parallelism honours the affinity mask and the cgroup CPU quota.
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    pub fn downstream_limits(&self) -> DownstreamLimits {
+        DownstreamLimits {
+            head: HeadLimits {
+                header_bytes_max: self.header_bytes_max,
+                header_count_max: self.header_count_max,
+            },
+            body_bytes_max: self.body_bytes_max,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            read_buffer_bytes: self.read_buffer_bytes,
+            grpc_timeout_max: (self.grpc_timeout_max_ms > 0)
+                .then(|| Duration::from_millis(self.grpc_timeout_max_ms)),
+            health_path: Bytes::from(self.health_path.clone()),
+        }
+    }
+
+    pub fn cors_policy(&self) -> CorsPolicy {
+        let any = self.cors_allow_origins.iter().any(|o| o.trim() == "*");
+        let allow_origin = if any {
+            AllowOrigin::Any
+        } else {
+            AllowOrigin::List(
+                self.cors_allow_origins
+                    .iter()
+                    .map(|o| o.trim())
+                    .filter(|o| !o.is_empty())
+                    .map(|o| Bytes::from(o.to_owned()))
+                    .collect(),
+            )
+        };
+        let allow_headers = self.cors_allow_headers.trim();
+        CorsPolicy {
+            allow_origin,
+            allow_credentials: self.cors_allow_credentials,
+            allow_methods: Bytes::from(self.cors_allow_methods.clone()),
+            allow_headers: (!allow_headers.is_empty())
+                .then(|| Bytes::from(allow_headers.to_owned())),
+            expose_headers: Bytes::from(self.cors_expose_headers.clone()),
+            max_age_s: self.cors_max_age_s,
+        }
+    }
+
+    pub fn upstream_config(&self) -> UpstreamConfig {
+        let ms = Duration::from_millis;
+        UpstreamConfig {
+            connect_timeout: ms(self.connect_timeout_ms),
+            tcp_keepalive: (self.upstream_tcp_keepalive_s > 0)
+                .then(|| Duration::from_secs(self.upstream_tcp_keepalive_s)),
+            keepalive_interval: (self.h2_keepalive_interval_ms > 0)
+                .then(|| ms(self.h2_keepalive_interval_ms)),
+            keepalive_timeout: ms(self.h2_keepalive_timeout_ms),
+            stream_window_bytes: self.h2_stream_window_bytes,
+            connection_window_bytes: self.h2_connection_window_bytes,
+            frame_bytes_max: self.h2_frame_bytes_max,
+            connections_per_endpoint_max: self.h2_connections_per_endpoint_max,
+            pending_calls_max: self.pending_calls_max,
+            pending_timeout: ms(self.pending_timeout_ms),
+            reconnect_backoff: ms(self.reconnect_backoff_ms),
+            reconnect_backoff_max: ms(self.reconnect_backoff_max_ms.max(self.reconnect_backoff_ms)),
+        }
+    }
+}

@@ -1,1 +1,1214 @@
-//! TODO
+//! One downstream HTTP/1.1 connection: read a request, answer it locally or proxy it as a gRPC
+//! call over HTTP/2, write the answer back, repeat while the connection is kept alive.
+//!
+//! The order of work for a gRPC-Web call, all in this file:
+//! 1. [`Downstream::read_head`] reads until `http1::parse_request_head` has a whole head (header
+//!    read timeout once the first byte arrived, idle timeout before).
+//! 2. [`Downstream::handle`] routes: CORS preflight and health checks are answered here; a POST
+//!    with a gRPC-Web content type becomes a call; anything else gets 405/415.
+//! 3. [`Downstream::proxy`] picks an endpoint, starts the HTTP/2 stream with the translated head,
+//!    and streams the request body (a slice of the read buffer, base64-decoded in text mode).
+//! 4. [`Downstream::relay_response`] turns upstream events into HTTP/1.1 output: response head,
+//!    one chunk per DATA frame as soon as it arrives, and the trailers as the final `0x80` frame.
+//!    Output is gathered as `Bytes` slices and written with one vectored write whenever the
+//!    upstream has nothing more ready, so a unary call costs one write.
+//!
+//! Every call ends in a status the client can read: errors before the response head become a
+//! trailers-only reply, errors after it a trailer frame. A downstream protocol error gets an HTTP
+//! status and the connection closes, since the byte stream can no longer be trusted.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::ResponseFuture;
+use h2::{RecvStream, SendStream};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Uri};
+use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use crate::error::{Error, Reply};
+use crate::grpc_web::{self, Base64Decoder, WebContentType};
+use crate::http1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Method, RequestHead, Version};
+use crate::upstream::Call;
+use crate::worker::WorkerContext;
+
+/// A read is only issued with at least this much free room in the buffer.
+const READ_ROOM_MIN_BYTES: usize = 1024;
+/// Output is flushed once this much is gathered, even if the upstream has more ready, so a fast
+/// upstream cannot make a slow client's buffer grow: flow control then holds the upstream.
+const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
+/// At most this many slices per vectored write (well under IOV_MAX = 1024).
+const OUTPUT_SLICES_MAX: usize = 256;
+/// A call that has waited this long for its upstream starts watching the client socket, so a
+/// client that went away cancels the upstream stream. Fast calls never pay for the watch.
+const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(20);
+
+const CRLF: &[u8] = b"\r\n";
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+const GRPC_WEB_PROTO: &[u8] = b"application/grpc-web+proto";
+
+/// Serve one accepted connection until it closes.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContext>) {
+    let mut downstream = Downstream {
+        buf: BytesMut::with_capacity(context.limits.read_buffer_bytes),
+        out: Output::default(),
+        stream,
+        context,
+    };
+    downstream.run().await;
+    debug!(%peer, "downstream connection closed");
+}
+
+struct Downstream {
+    stream: TcpStream,
+    context: Rc<WorkerContext>,
+    /// Bytes read from the client and not yet consumed; heads and bodies are split off its front.
+    buf: BytesMut,
+    out: Output,
+}
+
+/// Whether the connection can take another request after this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// The parts of a request that shape its response.
+struct ReplyTo {
+    version: Version,
+    keep_alive: bool,
+    origin: Option<Bytes>,
+    /// `Some` once the request was accepted as a gRPC-Web call.
+    grpc: Option<GrpcReply>,
+}
+
+struct GrpcReply {
+    text: bool,
+    content_type: Bytes,
+}
+
+impl Downstream {
+    async fn run(&mut self) {
+        loop {
+            let head = match self.read_head().await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(error) => {
+                    let reply_to = ReplyTo {
+                        version: Version::Http11,
+                        keep_alive: false,
+                        origin: None,
+                        grpc: None,
+                    };
+                    let _ = self.reply_error(&error, &reply_to, false).await;
+                    return;
+                }
+            };
+            if self.handle(head).await == Next::Close {
+                return;
+            }
+        }
+    }
+
+    /// Read until a whole request head is buffered. `Ok(None)`: the client closed or stayed
+    /// idle past the keep-alive timeout between requests, which needs no answer.
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, Error> {
+        let limits = &self.context.limits;
+        let mut head_deadline =
+            (!self.buf.is_empty()).then(|| Instant::now() + limits.header_read_timeout);
+        loop {
+            if let Some(head) = http1::parse_request_head(&mut self.buf, &limits.head)? {
+                return Ok(Some(head));
+            }
+            let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+            match monoio::time::timeout_at(
+                deadline.into(),
+                read_more(&mut self.stream, &mut self.buf),
+            )
+            .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {
+                    head_deadline
+                        .get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
+                }
+                Err(_) if head_deadline.is_none() => return Ok(None),
+                Err(_) => return Err(Error::RequestTimeout),
+            }
+        }
+    }
+
+    async fn handle(&mut self, head: RequestHead) -> Next {
+        let origin = find_header(&head, b"origin");
+        let mut reply_to = ReplyTo {
+            version: head.version,
+            keep_alive: head.keep_alive,
+            origin,
+            grpc: None,
+        };
+        let result = match head.method {
+            Method::Options => self.preflight(&head, &reply_to).await,
+            Method::Get | Method::Head if head.path == self.context.limits.health_path => {
+                self.health(&head, &reply_to).await
+            }
+            Method::Post => match head
+                .content_type
+                .as_deref()
+                .and_then(grpc_web::classify_content_type)
+            {
+                Some(content_type) => {
+                    let text = content_type.text
+                        || find_header(&head, b"accept")
+                            .is_some_and(|a| grpc_web::accepts_text(&a));
+                    reply_to.grpc = Some(GrpcReply {
+                        text,
+                        content_type: text_aware_content_type(&content_type, text),
+                    });
+                    self.proxy(head, content_type, &reply_to).await
+                }
+                None => Err(CallFailure::before_body(Error::UnsupportedMediaType)),
+            },
+            _ => Err(CallFailure::before_body(Error::MethodNotAllowed)),
+        };
+        match result {
+            Ok(next) => next,
+            Err(CallFailure {
+                error: Error::ClientClosed(_),
+                ..
+            }) => Next::Close,
+            Err(CallFailure {
+                error,
+                body_consumed,
+                headers_sent,
+            }) => {
+                debug!(error = %error, "request failed");
+                match self.reply_error(&error, &reply_to, headers_sent).await {
+                    Ok(()) if body_consumed && reply_to.keep_alive && is_grpc_reply(&error) => {
+                        Next::KeepAlive
+                    }
+                    _ => Next::Close,
+                }
+            }
+        }
+    }
+
+    /// CORS preflight, answered here and never forwarded.
+    async fn preflight(
+        &mut self,
+        head: &RequestHead,
+        reply_to: &ReplyTo,
+    ) -> Result<Next, CallFailure> {
+        let request_headers = find_header(head, b"access-control-request-headers");
+        let answer = self
+            .context
+            .cors
+            .preflight(reply_to.origin.as_ref(), request_headers.as_ref());
+        let next = body_free_next(head);
+        let head_out = self.out.scratch();
+        http1::write_status_line(head_out, head.version, answer.status);
+        for (name, value) in &answer.headers {
+            http1::write_header(head_out, name, value);
+        }
+        http1::write_header(head_out, b"content-length", b"0");
+        write_connection_header(head_out, head.version, next == Next::KeepAlive);
+        http1::finish_head(head_out);
+        self.flush().await.map_err(CallFailure::client_gone)?;
+        Ok(next)
+    }
+
+    /// The health path, for load balancers that probe the data port.
+    async fn health(
+        &mut self,
+        head: &RequestHead,
+        reply_to: &ReplyTo,
+    ) -> Result<Next, CallFailure> {
+        let next = body_free_next(head);
+        let cors = self
+            .context
+            .cors
+            .actual_headers(reply_to.origin.as_ref(), []);
+        let head_out = self.out.scratch();
+        http1::write_status_line(head_out, head.version, 200);
+        http1::write_header(head_out, b"content-type", b"text/plain");
+        http1::write_header(head_out, b"content-length", b"3");
+        for (name, value) in &cors {
+            http1::write_header(head_out, name, value);
+        }
+        write_connection_header(head_out, head.version, next == Next::KeepAlive);
+        http1::finish_head(head_out);
+        if head.method != Method::Head {
+            self.out.push_static(b"ok\n");
+        }
+        self.flush().await.map_err(CallFailure::client_gone)?;
+        Ok(next)
+    }
+
+    /// Proxy one gRPC-Web call.
+    async fn proxy(
+        &mut self,
+        head: RequestHead,
+        content_type: WebContentType,
+        reply_to: &ReplyTo,
+    ) -> Result<Next, CallFailure> {
+        let limits = &self.context.limits;
+        if let BodyKind::Length(length) = head.body {
+            if length > limits.body_bytes_max {
+                return Err(CallFailure::before_body(Error::Http1(
+                    http1::Http1Error::BodyTooLarge,
+                )));
+            }
+        }
+        let deadline = call_deadline(&head, limits.grpc_timeout_max);
+        let mut body = BodyReader::new(&head, limits.body_bytes_max, content_type.text);
+        // Whatever part of the body is already buffered goes out with the request head.
+        let first = body
+            .drain_buffered(&mut self.buf)
+            .map_err(CallFailure::before_body)?;
+        if head.expect_continue && !body.complete {
+            self.out.push_static(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.flush().await.map_err(CallFailure::client_gone)?;
+        }
+
+        let request =
+            UpstreamRequest::new(&head, &content_type, deadline).map_err(|e| CallFailure {
+                body_consumed: body.complete,
+                ..CallFailure::before_body(e)
+            })?;
+        let end_of_stream = body.complete && first.is_empty();
+        let mut call = self
+            .start_call(&request, end_of_stream)
+            .await
+            .map_err(|e| CallFailure {
+                body_consumed: body.complete,
+                ..CallFailure::before_body(e)
+            })?;
+
+        if !end_of_stream {
+            let sent = self
+                .send_body(&mut call.body, &mut body, first, deadline)
+                .await;
+            if let Err(error) = sent {
+                call.body.send_reset(h2::Reason::CANCEL);
+                return Err(CallFailure {
+                    error,
+                    body_consumed: body.complete,
+                    headers_sent: false,
+                });
+            }
+        }
+        self.relay_response(call, reply_to, deadline).await
+    }
+
+    /// Pick an endpoint and start the upstream stream; a call refused before it started (connect
+    /// failure, endpoint in backoff) is tried once more on another endpoint.
+    async fn start_call(
+        &self,
+        request: &UpstreamRequest,
+        end_of_stream: bool,
+    ) -> Result<Call, Error> {
+        let context = &self.context;
+        let set = context.directory.snapshot();
+        let first = context.balancer.pick(&set).ok_or(Error::NoEndpoint)?;
+        match context
+            .pool
+            .start_call(first, || request.build(), end_of_stream)
+            .await
+        {
+            Err(error) if error.retry_safe() => match context.balancer.pick_other(&set, first) {
+                Some(other) => {
+                    context
+                        .pool
+                        .start_call(other, || request.build(), end_of_stream)
+                        .await
+                }
+                None => Err(error),
+            },
+            result => result,
+        }
+    }
+
+    /// Stream the request body upstream: first what was buffered with the head, then the rest as
+    /// it arrives, each piece waiting for HTTP/2 send capacity so a slow upstream holds the client
+    /// back instead of filling memory.
+    async fn send_body(
+        &mut self,
+        upstream: &mut SendStream<Bytes>,
+        body: &mut BodyReader,
+        first: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        if body.complete {
+            // Already in memory and bounded by the body limit: no need to wait for capacity.
+            return upstream.send_data(first, true).map_err(Error::H2);
+        }
+        send_with_capacity(upstream, first, false).await?;
+        let read_timeout = self.context.limits.header_read_timeout;
+        while !body.complete {
+            let piece = body.drain_buffered(&mut self.buf)?;
+            if !piece.is_empty() || body.complete {
+                send_with_capacity(upstream, piece, body.complete).await?;
+                continue;
+            }
+            let read_deadline = earliest(Instant::now() + read_timeout, deadline);
+            match monoio::time::timeout_at(
+                read_deadline.into(),
+                read_more(&mut self.stream, &mut self.buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                // The client went away mid-body: nobody is left to answer.
+                Ok(_) => return Err(Error::RequestTimeout),
+                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(Error::DeadlineExceeded)
+                }
+                Err(_) => return Err(Error::RequestTimeout),
+            }
+        }
+        Ok(())
+    }
+
+    /// Relay the upstream's response to the client as it arrives.
+    async fn relay_response(
+        &mut self,
+        call: Call,
+        reply_to: &ReplyTo,
+        deadline: Option<Instant>,
+    ) -> Result<Next, CallFailure> {
+        let Call {
+            response,
+            body: mut upstream_body,
+            lease,
+        } = call;
+        let grpc = reply_to
+            .grpc
+            .as_ref()
+            .expect("relay_response is only called for gRPC calls");
+        let mut upstream = UpstreamState::Head(response);
+        let mut headers_sent = false;
+        let mut watch_client = true;
+        let mut unreleased_bytes = 0usize;
+        let chunked = reply_to.version == Version::Http11;
+        loop {
+            let event = match poll_now(&mut upstream) {
+                Some(event) => event,
+                None if !self.out.is_empty() => {
+                    self.flush().await.map_err(CallFailure::client_gone)?;
+                    release(&mut upstream, &mut unreleased_bytes);
+                    continue;
+                }
+                None => {
+                    self.wait_event(&mut upstream, deadline, &mut watch_client)
+                        .await
+                }
+            };
+            match event {
+                Event::Headers(response) => {
+                    match self.response_head(response, reply_to, grpc, chunked) {
+                        HeadOutcome::Streaming(recv) => {
+                            headers_sent = true;
+                            upstream = UpstreamState::Body(recv);
+                        }
+                        HeadOutcome::TrailersOnly => break,
+                        HeadOutcome::NotGrpc(status) => {
+                            upstream_body.send_reset(h2::Reason::CANCEL);
+                            return Err(CallFailure::after_body(
+                                Error::UpstreamHttpStatus(status),
+                                false,
+                            ));
+                        }
+                        HeadOutcome::Failed(error) => {
+                            return Err(CallFailure::after_body(error, false));
+                        }
+                    }
+                }
+                Event::Data(data) => {
+                    unreleased_bytes += data.len();
+                    self.out.body_piece(data, grpc.text, chunked);
+                    if self.out.len_bytes() >= OUTPUT_FLUSH_BYTES
+                        || self.out.slices() >= OUTPUT_SLICES_MAX
+                    {
+                        self.flush().await.map_err(CallFailure::client_gone)?;
+                        release(&mut upstream, &mut unreleased_bytes);
+                    }
+                }
+                Event::Trailers(trailers) => {
+                    let trailers = trailers.unwrap_or_default();
+                    if !trailers.contains_key("grpc-status") {
+                        let error =
+                            Error::UpstreamProtocol("upstream trailers carry no grpc-status");
+                        return Err(CallFailure::after_body(error, headers_sent));
+                    }
+                    self.out.trailer_frame(
+                        trailers
+                            .iter()
+                            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                        grpc.text,
+                        chunked,
+                    );
+                    break;
+                }
+                Event::Failed(error) => {
+                    upstream_body.send_reset(h2::Reason::CANCEL);
+                    return Err(CallFailure::after_body(error, headers_sent));
+                }
+                Event::ClientGone => {
+                    upstream_body.send_reset(h2::Reason::CANCEL);
+                    return Ok(Next::Close);
+                }
+            }
+        }
+        drop(lease);
+        self.flush().await.map_err(CallFailure::client_gone)?;
+        // A close-delimited HTTP/1.0 body ends only when the connection does.
+        let keep_alive = reply_to.keep_alive && (chunked || !headers_sent);
+        Ok(if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
+    }
+
+    /// Wait for the next upstream event, the call's deadline, or (after a short delay) the client
+    /// socket becoming readable, which means it closed or pipelined its next request.
+    async fn wait_event(
+        &mut self,
+        upstream: &mut UpstreamState,
+        deadline: Option<Instant>,
+        watch_client: &mut bool,
+    ) -> Event {
+        loop {
+            let readable = monoio::select! {
+                event = poll_fn(|cx| poll_upstream(upstream, cx)) => return event,
+                _ = sleep_until_opt(deadline) => return Event::Failed(Error::DeadlineExceeded),
+                readable = watch_readable(&self.stream, *watch_client) => readable,
+            };
+            if readable.is_err() {
+                return Event::ClientGone;
+            }
+            // Readable: either EOF (the client left) or its next pipelined request, which stays
+            // in the buffer. The socket then remains readable, so the watch stops.
+            match read_more(&mut self.stream, &mut self.buf).await {
+                Ok(0) | Err(_) => return Event::ClientGone,
+                Ok(_) => *watch_client = false,
+            }
+        }
+    }
+
+    /// Write the response head for an upstream response; decide how the call continues.
+    fn response_head(
+        &mut self,
+        response: http::Response<RecvStream>,
+        reply_to: &ReplyTo,
+        grpc: &GrpcReply,
+        chunked: bool,
+    ) -> HeadOutcome {
+        let (parts, recv) = response.into_parts();
+        let is_grpc = parts.status == http::StatusCode::OK
+            && parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+        if !is_grpc {
+            return HeadOutcome::NotGrpc(parts.status.as_u16());
+        }
+        let trailers_only = recv.is_end_stream();
+        if trailers_only && !parts.headers.contains_key("grpc-status") {
+            return HeadOutcome::Failed(Error::UpstreamProtocol(
+                "upstream ended the call without grpc-status",
+            ));
+        }
+        let metadata = || {
+            parts
+                .headers
+                .iter()
+                .filter(|(name, _)| is_forwardable_response_header(name))
+        };
+        let cors = self.context.cors.actual_headers(
+            reply_to.origin.as_ref(),
+            metadata().map(|(name, _)| name.as_str().as_bytes()),
+        );
+        let head_out = self.out.scratch();
+        http1::write_status_line(head_out, reply_to.version, 200);
+        http1::write_header(head_out, b"content-type", &grpc.content_type);
+        for (name, value) in metadata() {
+            http1::write_header(head_out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        for (name, value) in &cors {
+            http1::write_header(head_out, name, value);
+        }
+        if trailers_only {
+            http1::write_header(head_out, b"content-length", b"0");
+            write_connection_header(head_out, reply_to.version, reply_to.keep_alive);
+            http1::finish_head(head_out);
+            return HeadOutcome::TrailersOnly;
+        }
+        if chunked {
+            http1::write_header(head_out, b"transfer-encoding", b"chunked");
+        }
+        write_connection_header(head_out, reply_to.version, reply_to.keep_alive && chunked);
+        http1::finish_head(head_out);
+        HeadOutcome::Streaming(recv)
+    }
+
+    /// The one place local answers are written, from [`Error::reply`].
+    async fn reply_error(
+        &mut self,
+        error: &Error,
+        reply_to: &ReplyTo,
+        headers_sent: bool,
+    ) -> std::io::Result<()> {
+        let chunked = reply_to.version == Version::Http11;
+        match error.reply() {
+            Reply::Http { status, reason } => {
+                let cors = self
+                    .context
+                    .cors
+                    .actual_headers(reply_to.origin.as_ref(), []);
+                let head_out = self.out.scratch();
+                http1::write_status_line(head_out, reply_to.version, status);
+                http1::write_header(head_out, b"content-type", b"text/plain");
+                http1::write_content_length(head_out, reason.len() + 1);
+                for (name, value) in &cors {
+                    http1::write_header(head_out, name, value);
+                }
+                http1::write_header(head_out, b"connection", b"close");
+                http1::finish_head(head_out);
+                head_out.extend_from_slice(reason.as_bytes());
+                head_out.extend_from_slice(b"\n");
+            }
+            Reply::Grpc { code, message } => {
+                let mut encoded_message = Vec::with_capacity(message.len());
+                grpc_web::encode_grpc_message(&message, &mut encoded_message);
+                let status: (&[u8], &[u8]) = (b"grpc-status", code.as_str().as_bytes());
+                let message: (&[u8], &[u8]) = (b"grpc-message", &encoded_message);
+                let text = reply_to.grpc.as_ref().is_some_and(|g| g.text);
+                if headers_sent {
+                    self.out.trailer_frame([status, message], text, chunked);
+                } else {
+                    let cors = self
+                        .context
+                        .cors
+                        .actual_headers(reply_to.origin.as_ref(), []);
+                    let content_type = reply_to
+                        .grpc
+                        .as_ref()
+                        .map_or(GRPC_WEB_PROTO, |g| &g.content_type[..]);
+                    let head_out = self.out.scratch();
+                    http1::write_status_line(head_out, reply_to.version, 200);
+                    http1::write_header(head_out, b"content-type", content_type);
+                    http1::write_header(head_out, status.0, status.1);
+                    http1::write_header(head_out, message.0, message.1);
+                    for (name, value) in &cors {
+                        http1::write_header(head_out, name, value);
+                    }
+                    http1::write_header(head_out, b"content-length", b"0");
+                    write_connection_header(head_out, reply_to.version, reply_to.keep_alive);
+                    http1::finish_head(head_out);
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush(&mut self.stream).await
+    }
+}
+
+/// A failed request: the error, and what it means for the connection.
+struct CallFailure {
+    error: Error,
+    /// The whole request body was read, so the next request starts at the front of the buffer.
+    body_consumed: bool,
+    /// The response head went out; a gRPC error must be sent as a trailer frame.
+    headers_sent: bool,
+}
+
+impl CallFailure {
+    fn before_body(error: Error) -> Self {
+        CallFailure {
+            error,
+            body_consumed: false,
+            headers_sent: false,
+        }
+    }
+    fn after_body(error: Error, headers_sent: bool) -> Self {
+        CallFailure {
+            error,
+            body_consumed: true,
+            headers_sent,
+        }
+    }
+    fn client_gone(e: std::io::Error) -> Self {
+        CallFailure::before_body(Error::ClientClosed(e))
+    }
+}
+
+fn is_grpc_reply(error: &Error) -> bool {
+    matches!(error.reply(), Reply::Grpc { .. })
+}
+
+enum HeadOutcome {
+    Streaming(RecvStream),
+    TrailersOnly,
+    NotGrpc(u16),
+    Failed(Error),
+}
+
+/// Where the upstream response stands.
+enum UpstreamState {
+    Head(ResponseFuture),
+    Body(RecvStream),
+}
+
+enum Event {
+    Headers(http::Response<RecvStream>),
+    Data(Bytes),
+    Trailers(Option<HeaderMap>),
+    Failed(Error),
+    ClientGone,
+}
+
+fn poll_upstream(state: &mut UpstreamState, cx: &mut Context<'_>) -> Poll<Event> {
+    match state {
+        UpstreamState::Head(response) => Pin::new(response).poll(cx).map(|result| match result {
+            Ok(response) => Event::Headers(response),
+            Err(e) => Event::Failed(Error::H2(e)),
+        }),
+        UpstreamState::Body(recv) => match recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => Poll::Ready(Event::Data(data)),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Event::Failed(Error::H2(e))),
+            Poll::Ready(None) => recv.poll_trailers(cx).map(|result| match result {
+                Ok(trailers) => Event::Trailers(trailers),
+                Err(e) => Event::Failed(Error::H2(e)),
+            }),
+            Poll::Pending => Poll::Pending,
+        },
+    }
+}
+
+use std::future::Future;
+
+/// Poll the upstream once without waiting: what is already there is gathered before a flush.
+fn poll_now(state: &mut UpstreamState) -> Option<Event> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match poll_upstream(state, &mut cx) {
+        Poll::Ready(event) => Some(event),
+        Poll::Pending => None,
+    }
+}
+
+/// Give HTTP/2 flow-control credit back once relayed bytes were written to the client.
+fn release(state: &mut UpstreamState, unreleased_bytes: &mut usize) {
+    if let UpstreamState::Body(recv) = state {
+        if *unreleased_bytes > 0 {
+            let _ = recv.flow_control().release_capacity(*unreleased_bytes);
+        }
+    }
+    *unreleased_bytes = 0;
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => monoio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn watch_readable(stream: &TcpStream, watch: bool) -> std::io::Result<()> {
+    if !watch {
+        return std::future::pending().await;
+    }
+    monoio::time::sleep(CLIENT_WATCH_DELAY).await;
+    stream.readable(false).await
+}
+
+/// Read more bytes from the client into the free room at the end of `buf`.
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_ROOM_MIN_BYTES {
+        buf.reserve(READ_ROOM_MIN_BYTES.max(buf.len()));
+    }
+    let owned = std::mem::take(buf);
+    let (len, capacity) = (owned.len(), owned.capacity());
+    let (result, slice) = stream.read(owned.slice_mut(len..capacity)).await;
+    *buf = slice.into_inner();
+    result
+}
+
+/// Send `data` once HTTP/2 grants capacity for it, piece by piece.
+async fn send_with_capacity(
+    upstream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end_of_stream: bool,
+) -> Result<(), Error> {
+    while !data.is_empty() {
+        upstream.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| upstream.poll_capacity(cx)).await {
+            Some(Ok(granted)) => granted,
+            Some(Err(e)) => return Err(Error::H2(e)),
+            None => {
+                return Err(Error::UpstreamProtocol(
+                    "upstream closed the stream while receiving the request",
+                ))
+            }
+        };
+        let piece = data.split_to(granted.min(data.len()));
+        upstream
+            .send_data(piece, end_of_stream && data.is_empty())
+            .map_err(Error::H2)?;
+    }
+    if end_of_stream && data.is_empty() {
+        // Zero-length DATA with END_STREAM when the last piece was already sent.
+        let _ = upstream.send_data(Bytes::new(), true);
+    }
+    Ok(())
+}
+
+fn earliest(a: Instant, b: Option<Instant>) -> Instant {
+    b.map_or(a, |b| a.min(b))
+}
+
+/// The call's deadline from `grpc-timeout`, capped by `--grpc-timeout-max-ms`.
+fn call_deadline(head: &RequestHead, cap: Option<Duration>) -> Option<Instant> {
+    let asked = find_header(head, b"grpc-timeout").and_then(|v| grpc_web::parse_grpc_timeout(&v));
+    let timeout = match (asked, cap) {
+        (Some(asked), Some(cap)) => Some(asked.min(cap)),
+        (asked, None) => asked,
+        (None, cap) => cap,
+    }?;
+    Some(Instant::now() + timeout)
+}
+
+fn find_header(head: &RequestHead, name: &[u8]) -> Option<Bytes> {
+    head.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.clone())
+}
+
+/// A request without a body can keep the connection; one with a body we did not read cannot.
+fn body_free_next(head: &RequestHead) -> Next {
+    if head.keep_alive && head.body == BodyKind::Empty {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// The response content type: the request's own, or its text variant (same `+suffix`) when the
+/// client asked for text with `Accept`.
+fn text_aware_content_type(content_type: &WebContentType, text: bool) -> Bytes {
+    if !text || content_type.text {
+        return content_type.response.clone();
+    }
+    let suffix =
+        &content_type.upstream[b"application/grpc".len().min(content_type.upstream.len())..];
+    let mut text_type = BytesMut::with_capacity(32 + suffix.len());
+    text_type.extend_from_slice(b"application/grpc-web-text");
+    text_type.extend_from_slice(suffix);
+    text_type.freeze()
+}
+
+fn write_connection_header(out: &mut BytesMut, version: Version, keep_alive: bool) {
+    match (version, keep_alive) {
+        (Version::Http11, false) => http1::write_header(out, b"connection", b"close"),
+        (Version::Http10, true) => http1::write_header(out, b"connection", b"keep-alive"),
+        _ => {}
+    }
+}
+
+/// Response headers that are passed on to the client as initial metadata.
+fn is_forwardable_response_header(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "content-type"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// Request headers that never travel upstream: hop-by-hop ones (RFC 9110 §7.6.1) and the ones
+/// the translation replaces.
+fn is_dropped_request_header(name: &[u8]) -> bool {
+    const DROPPED: &[&[u8]] = &[
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"content-length",
+        b"expect",
+        b"content-type",
+        b"grpc-timeout",
+    ];
+    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
+}
+
+/// The upstream request head, translated once; `build` is cheap to call again on a retry.
+struct UpstreamRequest {
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl UpstreamRequest {
+    fn new(
+        head: &RequestHead,
+        content_type: &WebContentType,
+        deadline: Option<Instant>,
+    ) -> Result<Self, Error> {
+        let bad = |reason| Error::Http1(http1::Http1Error::Malformed(reason));
+        let authority = head.host.clone().ok_or_else(|| bad("missing host"))?;
+        let path = PathAndQuery::from_maybe_shared(origin_form(&head.path))
+            .map_err(|_| bad("bad request target"))?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority =
+            Some(Authority::from_maybe_shared(authority).map_err(|_| bad("bad host"))?);
+        parts.path_and_query = Some(path);
+        let uri = Uri::from_parts(parts).map_err(|_| bad("bad request target"))?;
+
+        let nominated = connection_nominated(head);
+        let mut headers = HeaderMap::with_capacity(head.headers.len() + 2);
+        for h in &head.headers {
+            if is_dropped_request_header(&h.name)
+                || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
+            {
+                continue;
+            }
+            let name = HeaderName::from_bytes(&h.name).map_err(|_| bad("bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(h.value.clone())
+                .map_err(|_| bad("bad header value"))?;
+            headers.append(name, value);
+        }
+        let content_type = HeaderValue::from_maybe_shared(content_type.upstream.clone())
+            .map_err(|_| bad("bad content-type"))?;
+        headers.insert(header::CONTENT_TYPE, content_type);
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        if let Some(deadline) = deadline {
+            headers.insert("grpc-timeout", grpc_timeout_value(deadline));
+        }
+        Ok(UpstreamRequest { uri, headers })
+    }
+
+    fn build(&self) -> Request<()> {
+        let mut request = Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// The remaining time as a `grpc-timeout` value, so the upstream sees the capped deadline.
+fn grpc_timeout_value(deadline: Instant) -> HeaderValue {
+    let remaining_ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        .clamp(1, 99_999_999);
+    HeaderValue::from_str(&format!("{remaining_ms}m"))
+        .expect("digits and 'm' are a valid header value")
+}
+
+/// Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
+fn connection_nominated(head: &RequestHead) -> Vec<Bytes> {
+    head.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|h| {
+            h.value
+                .split(|b| *b == b',')
+                .map(|token| token.trim_ascii())
+                .filter(|token| !token.is_empty())
+                .map(|token| h.value.slice_ref(token))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An absolute-form target (`http://host/path`) is reduced to its path for `:path`.
+fn origin_form(target: &Bytes) -> Bytes {
+    if target.starts_with(b"/") {
+        return target.clone();
+    }
+    let after_scheme = target
+        .windows(3)
+        .position(|w| w == b"://")
+        .map_or(0, |i| i + 3);
+    match target[after_scheme..].iter().position(|b| *b == b'/') {
+        Some(slash) => target.slice(after_scheme + slash..),
+        None => Bytes::from_static(b"/"),
+    }
+}
+
+/// Reads a request body from the connection's buffer: Content-Length or chunked, optionally
+/// base64-decoded (grpc-web-text).
+struct BodyReader {
+    framing: Framing,
+    text: Option<(Base64Decoder, BytesMut)>,
+    complete: bool,
+}
+
+enum Framing {
+    Length { remaining: u64 },
+    Chunked(ChunkedDecoder),
+}
+
+impl BodyReader {
+    fn new(head: &RequestHead, body_bytes_max: u64, text: bool) -> Self {
+        let framing = match head.body {
+            BodyKind::Empty => Framing::Length { remaining: 0 },
+            BodyKind::Length(n) => Framing::Length { remaining: n },
+            BodyKind::Chunked => Framing::Chunked(ChunkedDecoder::new(body_bytes_max)),
+        };
+        let complete = matches!(framing, Framing::Length { remaining: 0 });
+        BodyReader {
+            framing,
+            text: text.then(|| (Base64Decoder::new(), BytesMut::new())),
+            complete,
+        }
+    }
+
+    /// Take all body bytes currently in `buf` (split off, not copied) and, in text mode, decode
+    /// them. Sets `complete` when the body's end was reached.
+    fn drain_buffered(&mut self, buf: &mut BytesMut) -> Result<Bytes, Error> {
+        let raw = self.drain_framed(buf)?;
+        let Some((decoder, decoded)) = &mut self.text else {
+            return Ok(raw.into());
+        };
+        for piece in &raw {
+            decoder
+                .decode(piece, decoded)
+                .map_err(|_| Error::BadBase64)?;
+        }
+        if self.complete {
+            decoder.finish(decoded).map_err(|_| Error::BadBase64)?;
+        }
+        Ok(decoded.split().freeze())
+    }
+
+    /// The framed body bytes now available: one slice for Content-Length; for chunked, the
+    /// slices of every chunk piece buffered (joined only if there are several).
+    fn drain_framed(&mut self, buf: &mut BytesMut) -> Result<RawPieces, Error> {
+        match &mut self.framing {
+            Framing::Length { remaining } => {
+                let take = (*remaining).min(buf.len() as u64) as usize;
+                *remaining -= take as u64;
+                self.complete = *remaining == 0;
+                Ok(RawPieces::one(buf.split_to(take).freeze()))
+            }
+            Framing::Chunked(decoder) => {
+                let mut pieces = RawPieces::default();
+                while let Some(event) = decoder.decode(buf)? {
+                    match event {
+                        ChunkEvent::Data(data) => pieces.push(data),
+                        ChunkEvent::End => {
+                            self.complete = true;
+                            break;
+                        }
+                    }
+                }
+                Ok(pieces)
+            }
+        }
+    }
+}
+
+/// Body slices from one drain; usually one.
+#[derive(Default)]
+struct RawPieces(Vec<Bytes>);
+
+impl RawPieces {
+    fn one(bytes: Bytes) -> Self {
+        RawPieces(vec![bytes])
+    }
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.0.push(bytes);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a RawPieces {
+    type Item = &'a Bytes;
+    type IntoIter = std::slice::Iter<'a, Bytes>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<RawPieces> for Bytes {
+    fn from(pieces: RawPieces) -> Bytes {
+        match pieces.0.len() {
+            0 => Bytes::new(),
+            1 => pieces.0.into_iter().next().expect("length checked"),
+            _ => {
+                // Several chunks arrived in one read: join them so the upstream gets one DATA
+                // frame instead of one per client chunk.
+                let mut joined = BytesMut::with_capacity(pieces.0.iter().map(Bytes::len).sum());
+                for piece in &pieces.0 {
+                    joined.extend_from_slice(piece);
+                }
+                joined.freeze()
+            }
+        }
+    }
+}
+
+/// Response bytes gathered for one vectored write: slices of upstream DATA frames (never
+/// copied in binary mode) interleaved with small framing bytes written into `scratch`.
+#[derive(Default)]
+struct Output {
+    slices: IoSlices,
+    scratch: BytesMut,
+}
+
+impl Output {
+    /// Room for head and framing bytes; they are sealed into a slice before the next data slice.
+    fn scratch(&mut self) -> &mut BytesMut {
+        if self.scratch.capacity() - self.scratch.len() < 256 {
+            self.scratch.reserve(1024);
+        }
+        &mut self.scratch
+    }
+
+    fn seal_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            self.slices.push(self.scratch.split().freeze());
+        }
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.seal_scratch();
+        self.slices.push(bytes);
+    }
+
+    fn push_static(&mut self, bytes: &'static [u8]) {
+        self.push(Bytes::from_static(bytes));
+    }
+
+    /// One upstream DATA frame as response body: a chunk of its own in HTTP/1.1, base64-encoded
+    /// in text mode (each flush padded, so the client can decode it without waiting for more).
+    fn body_piece(&mut self, data: Bytes, text: bool, chunked: bool) {
+        if data.is_empty() {
+            return;
+        }
+        if text {
+            let mut encoded = BytesMut::with_capacity(data.len().div_ceil(3) * 4);
+            grpc_web::encode_base64_flush(&data, &mut encoded);
+            self.chunk(encoded.freeze(), chunked);
+        } else {
+            self.chunk(data, chunked);
+        }
+    }
+
+    fn chunk(&mut self, data: Bytes, chunked: bool) {
+        if chunked {
+            let (line, len) = http1::chunk_size_line(data.len());
+            self.scratch().extend_from_slice(&line[..len]);
+            self.push(data);
+            self.scratch().extend_from_slice(CRLF);
+        } else {
+            self.push(data);
+        }
+    }
+
+    /// The trailers as the final gRPC-Web frame, then the end of the chunked body.
+    fn trailer_frame<'a>(
+        &mut self,
+        trailers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        text: bool,
+        chunked: bool,
+    ) {
+        let mut frame = BytesMut::with_capacity(64);
+        grpc_web::encode_trailer_frame(trailers, &mut frame);
+        self.body_piece(frame.freeze(), text, chunked);
+        if chunked {
+            self.scratch().extend_from_slice(LAST_CHUNK);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slices.bufs.is_empty() && self.scratch.is_empty()
+    }
+
+    fn len_bytes(&self) -> usize {
+        self.slices.bufs.iter().map(Bytes::len).sum::<usize>() + self.scratch.len()
+    }
+
+    fn slices(&self) -> usize {
+        self.slices.bufs.len()
+    }
+
+    async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        self.seal_scratch();
+        if self.slices.bufs.is_empty() {
+            return Ok(());
+        }
+        let mut slices = std::mem::take(&mut self.slices);
+        slices.prepare();
+        let (result, mut slices) = stream.write_vectored_all(slices).await;
+        slices.clear();
+        self.slices = slices;
+        result.map(|_| ())
+    }
+}
+
+/// Owned `Bytes` plus the iovecs pointing into them, handed to the io driver as one value so
+/// the memory stays alive until the kernel is done with it.
+#[derive(Default)]
+struct IoSlices {
+    iovecs: Vec<libc::iovec>,
+    bufs: Vec<Bytes>,
+}
+
+impl IoSlices {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.bufs.push(bytes);
+        }
+    }
+
+    fn prepare(&mut self) {
+        self.iovecs.clear();
+        self.iovecs.extend(self.bufs.iter().map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+    }
+
+    fn clear(&mut self) {
+        self.iovecs.clear();
+        self.bufs.clear();
+    }
+}
+
+// SAFETY: the iovecs point into `bufs`, whose heap memory does not move or change while the
+// value is owned by the driver (Bytes are immutable and `bufs` is not touched during the write).
+unsafe impl IoVecBuf for IoSlices {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}

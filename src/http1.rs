@@ -156,3 +156,40 @@ pub fn chunk_size_line(len: usize) -> ([u8; 18], usize) {
     let _ = len;
     todo!()
 }
+
+// --- Response head writing, piece by piece, so callers never build a header list. ---
+
+/// Append `HTTP/1.x <status> <reason>\r\n`.
+pub fn write_status_line(out: &mut BytesMut, version: Version, status: u16) {
+    let _ = (out, version, status);
+    todo!()
+}
+
+/// Append `name: value\r\n`.
+pub fn write_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append `content-length: <n>\r\n` without allocating.
+pub fn write_content_length(out: &mut BytesMut, length: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = length;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    write_header(out, b"content-length", &digits[at..]);
+}
+
+/// Append the blank line that ends a head.
+pub fn finish_head(out: &mut BytesMut) {
+    out.extend_from_slice(b"\r\n");
+}

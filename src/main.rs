@@ -1,1 +1,65 @@
-fn main() {}
+//! The `ringway` binary: parse flags, start the workers, run until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringway::config::{Config, LogFormat};
+use ringway::worker::Server;
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    init_logging(&config);
+    if let Err(e) = config.validate() {
+        eprintln!("ringway: {e}");
+        return ExitCode::from(2);
+    }
+    // Block the stop signals before any thread starts so every thread inherits the mask and
+    // the signals are only ever taken by sigwait below.
+    let signals = stop_signals();
+    let server = match Server::start(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "ringway could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = wait_for(&signals);
+    tracing::info!(signal, "stopping");
+    server.shutdown();
+    ExitCode::SUCCESS
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a sigset_t we own; pthread_sigmask only changes this thread's
+    // mask, which threads spawned afterwards inherit.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: `set` is a valid, initialised signal set; sigwait writes the signal number.
+    unsafe { libc::sigwait(set, &mut signal) };
+    signal
+}

@@ -1,1 +1,348 @@
-//! TODO
+//! Per-worker HTTP/2 connections to upstream endpoints, multiplexing many calls each.
+//!
+//! Each worker owns its own [`Pool`]: connections are never shared between cores, so nothing
+//! here is locked or atomic (the pool is `!Send` and lives in `Rc`s). For each endpoint the pool
+//! keeps up to `connections_per_endpoint_max` connections. A call takes a stream slot on the
+//! first connection below the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`; when all are full a new
+//! connection is opened, and when that bound is reached too the call waits in a bounded queue
+//! with a timeout. Connect failures put the endpoint in exponential backoff so a dead pod costs
+//! one fast failure, not a connect timeout per call.
+//!
+//! h2 speaks tokio's `AsyncRead`/`AsyncWrite`; monoio's `poll-io` adapter (`into_poll_io`)
+//! provides them over the worker's own io_uring or epoll driver. The `h2-compat-io` cargo
+//! feature switches to `monoio-compat`'s owned-buffer wrapper instead; docs/benchmarks.md has
+//! the measurement that chose the default.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::SendStream;
+use http::Request;
+use monoio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::error::Error;
+
+#[cfg(not(feature = "h2-compat-io"))]
+type UpstreamIo = monoio::net::tcp::stream_poll::TcpStreamPoll;
+#[cfg(feature = "h2-compat-io")]
+type UpstreamIo = monoio_compat::TcpStreamCompat;
+
+/// Streams assumed available on a new connection until the peer's SETTINGS arrive. RFC 9113
+/// §6.5.2 recommends peers allow at least 100, and assuming more would let a burst overshoot a
+/// smaller limit and sit in h2's own unbounded pending-open queue.
+const INITIAL_STREAMS_ASSUMED: usize = 100;
+
+/// Upstream settings, derived once from the flags.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub tcp_keepalive: Option<Duration>,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub stream_window_bytes: u32,
+    pub connection_window_bytes: u32,
+    pub frame_bytes_max: u32,
+    pub connections_per_endpoint_max: usize,
+    pub pending_calls_max: usize,
+    pub pending_timeout: Duration,
+    pub reconnect_backoff: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+/// A started upstream call: the response to await, the request body sink, and the stream slot,
+/// which is given back to the pool when the lease is dropped.
+pub struct Call {
+    pub response: ResponseFuture,
+    pub body: SendStream<Bytes>,
+    pub lease: Lease,
+}
+
+/// A worker's upstream connections, keyed by endpoint.
+pub struct Pool {
+    config: Rc<UpstreamConfig>,
+    endpoints: RefCell<HashMap<SocketAddr, Rc<EndpointConns>>>,
+}
+
+struct EndpointConns {
+    addr: SocketAddr,
+    conns: RefCell<Vec<Rc<Conn>>>,
+    connecting: Cell<usize>,
+    waiting: Cell<usize>,
+    /// Woken when a stream slot frees up or a connection opens or closes.
+    changed: Notify,
+    /// No connect attempt before this instant after a failure.
+    backoff_until: Cell<Option<Instant>>,
+    backoff_next: Cell<Duration>,
+}
+
+struct Conn {
+    send: SendRequest<Bytes>,
+    in_flight: Cell<usize>,
+    /// Set when the connection ended, or refused a new stream (GOAWAY): it takes no new calls.
+    closed: Rc<Cell<bool>>,
+}
+
+impl Conn {
+    fn has_slot(&self) -> bool {
+        // INITIAL_STREAMS_ASSUMED until the peer's SETTINGS arrive, then the peer's own value.
+        !self.closed.get() && self.in_flight.get() < self.send.current_max_send_streams()
+    }
+}
+
+/// A stream slot on one connection; dropping it frees the slot and wakes one waiting call.
+pub struct Lease {
+    conn: Rc<Conn>,
+    endpoint: Rc<EndpointConns>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.conn.in_flight.set(self.conn.in_flight.get() - 1);
+        self.endpoint.changed.notify_one();
+    }
+}
+
+impl Pool {
+    pub fn new(config: UpstreamConfig) -> Self {
+        Pool {
+            config: Rc::new(config),
+            endpoints: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Start a call on `addr`: take a stream slot (connecting or waiting as needed, within the
+    /// bounds) and send the request head. `request` is called again only if a connection
+    /// refused the stream before anything was sent.
+    pub async fn start_call(
+        &self,
+        addr: SocketAddr,
+        request: impl Fn() -> Request<()>,
+        end_of_stream: bool,
+    ) -> Result<Call, Error> {
+        let endpoint = self.endpoint(addr);
+        let wait_deadline = Instant::now() + self.config.pending_timeout;
+        loop {
+            let conn = match endpoint.reserve() {
+                Some(conn) => conn,
+                None => self.open_or_wait(&endpoint, wait_deadline).await?,
+            };
+            let lease = Lease {
+                conn: conn.clone(),
+                endpoint: endpoint.clone(),
+            };
+            let mut send = conn.send.clone();
+            match send.send_request(request(), end_of_stream) {
+                Ok((response, body)) => {
+                    return Ok(Call {
+                        response,
+                        body,
+                        lease,
+                    })
+                }
+                Err(e) => {
+                    // send_request only queues the stream: on error nothing reached the wire,
+                    // so the call may go to another connection.
+                    debug!(endpoint = %addr, error = %e, "upstream connection refused a new stream");
+                    conn.closed.set(true);
+                }
+            }
+        }
+    }
+
+    fn endpoint(&self, addr: SocketAddr) -> Rc<EndpointConns> {
+        self.endpoints
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| {
+                Rc::new(EndpointConns {
+                    addr,
+                    conns: RefCell::new(Vec::new()),
+                    connecting: Cell::new(0),
+                    waiting: Cell::new(0),
+                    changed: Notify::new(),
+                    backoff_until: Cell::new(None),
+                    backoff_next: Cell::new(self.config.reconnect_backoff),
+                })
+            })
+            .clone()
+    }
+
+    /// No slot is free: open another connection if the bound allows, else wait for a slot.
+    async fn open_or_wait(
+        &self,
+        endpoint: &Rc<EndpointConns>,
+        wait_deadline: Instant,
+    ) -> Result<Rc<Conn>, Error> {
+        loop {
+            let open = endpoint.conns.borrow().len() + endpoint.connecting.get();
+            if open < self.config.connections_per_endpoint_max {
+                return self.connect(endpoint).await;
+            }
+            if endpoint.waiting.get() >= self.config.pending_calls_max {
+                return Err(Error::PoolExhausted);
+            }
+            endpoint.waiting.set(endpoint.waiting.get() + 1);
+            let woken =
+                monoio::time::timeout_at(wait_deadline.into(), endpoint.changed.notified()).await;
+            endpoint.waiting.set(endpoint.waiting.get() - 1);
+            if woken.is_err() {
+                return Err(Error::PendingTimeout);
+            }
+            if let Some(conn) = endpoint.reserve() {
+                return Ok(conn);
+            }
+        }
+    }
+
+    /// Open one connection to the endpoint, register it, and reserve a slot on it.
+    async fn connect(&self, endpoint: &Rc<EndpointConns>) -> Result<Rc<Conn>, Error> {
+        if let Some(until) = endpoint.backoff_until.get() {
+            if Instant::now() < until {
+                return Err(Error::Connect(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "endpoint in reconnect backoff after a failed connect",
+                )));
+            }
+        }
+        endpoint.connecting.set(endpoint.connecting.get() + 1);
+        let result = connect(endpoint.addr, &self.config).await;
+        endpoint.connecting.set(endpoint.connecting.get() - 1);
+        // Whatever happened, waiters may now connect themselves or use the new connection.
+        endpoint.changed.notify_waiters();
+        let (send, connection) = match result {
+            Ok(pair) => pair,
+            Err(e) => {
+                endpoint.note_connect_failure(&self.config);
+                debug!(endpoint = %endpoint.addr, error = %e, "upstream connect failed");
+                return Err(e);
+            }
+        };
+        endpoint.backoff_until.set(None);
+        endpoint.backoff_next.set(self.config.reconnect_backoff);
+        let closed = Rc::new(Cell::new(false));
+        let conn = Rc::new(Conn {
+            send,
+            in_flight: Cell::new(1),
+            closed: closed.clone(),
+        });
+        endpoint.conns.borrow_mut().push(conn.clone());
+        monoio::spawn(drive_connection(
+            connection,
+            endpoint.clone(),
+            closed,
+            self.config.clone(),
+        ));
+        Ok(conn)
+    }
+}
+
+impl EndpointConns {
+    /// Take a slot on the first open connection that has one, packing calls onto as few
+    /// connections as the peer allows.
+    fn reserve(&self) -> Option<Rc<Conn>> {
+        let conns = self.conns.borrow();
+        let conn = conns.iter().find(|c| c.has_slot())?;
+        conn.in_flight.set(conn.in_flight.get() + 1);
+        Some(conn.clone())
+    }
+
+    fn note_connect_failure(&self, config: &UpstreamConfig) {
+        let delay = self.backoff_next.get();
+        self.backoff_until.set(Some(Instant::now() + delay));
+        self.backoff_next
+            .set((delay * 2).min(config.reconnect_backoff_max));
+    }
+
+    fn remove_closed(&self) {
+        self.conns.borrow_mut().retain(|c| !c.closed.get());
+    }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    config: &UpstreamConfig,
+) -> Result<
+    (
+        SendRequest<Bytes>,
+        h2::client::Connection<UpstreamIo, Bytes>,
+    ),
+    Error,
+> {
+    let stream = monoio::time::timeout(config.connect_timeout, TcpStream::connect_addr(addr))
+        .await
+        .map_err(|_| Error::ConnectTimeout)?
+        .map_err(Error::Connect)?;
+    stream.set_nodelay(true).map_err(Error::Connect)?;
+    if let Some(idle) = config.tcp_keepalive {
+        stream
+            .set_tcp_keepalive(Some(idle), None, None)
+            .map_err(Error::Connect)?;
+    }
+    let io = into_upstream_io(stream)?;
+    h2::client::Builder::new()
+        .initial_window_size(config.stream_window_bytes)
+        .initial_connection_window_size(config.connection_window_bytes)
+        .max_frame_size(config.frame_bytes_max)
+        .initial_max_send_streams(INITIAL_STREAMS_ASSUMED)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| Error::Connect(std::io::Error::other(e)))
+}
+
+#[cfg(not(feature = "h2-compat-io"))]
+fn into_upstream_io(stream: TcpStream) -> Result<UpstreamIo, Error> {
+    stream
+        .try_into_poll_io()
+        .map_err(|(e, _)| Error::Connect(e))
+}
+
+#[cfg(feature = "h2-compat-io")]
+fn into_upstream_io(stream: TcpStream) -> Result<UpstreamIo, Error> {
+    Ok(monoio_compat::TcpStreamCompat::new(stream))
+}
+
+/// Run one connection's HTTP/2 state machine (and its PING keepalive) until it ends, then take
+/// it out of the pool.
+async fn drive_connection(
+    mut connection: h2::client::Connection<UpstreamIo, Bytes>,
+    endpoint: Rc<EndpointConns>,
+    closed: Rc<Cell<bool>>,
+    config: Rc<UpstreamConfig>,
+) {
+    let keepalive = connection.ping_pong().zip(config.keepalive_interval);
+    let outcome = match keepalive {
+        Some((ping_pong, interval)) => {
+            monoio::select! {
+                result = &mut connection => result.map_err(|e| e.to_string()),
+                reason = keep_alive(ping_pong, interval, config.keepalive_timeout) => Err(reason),
+            }
+        }
+        None => (&mut connection).await.map_err(|e| e.to_string()),
+    };
+    if let Err(reason) = outcome {
+        debug!(endpoint = %endpoint.addr, error = %reason, "upstream connection ended");
+    }
+    closed.set(true);
+    endpoint.remove_closed();
+    endpoint.changed.notify_waiters();
+}
+
+/// Send a PING every `interval`; return when one is not answered within `timeout`.
+async fn keep_alive(mut ping_pong: h2::PingPong, interval: Duration, timeout: Duration) -> String {
+    loop {
+        monoio::time::sleep(interval).await;
+        match monoio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(e)) => return format!("keepalive ping failed: {e}"),
+            Err(_) => return "keepalive ping unanswered".to_string(),
+        }
+    }
+}

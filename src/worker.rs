@@ -1,1 +1,247 @@
-//! TODO
+//! Workers: one thread per core, each running its own monoio runtime, accepting on its own
+//! `SO_REUSEPORT` listener and serving its connections to completion.
+//!
+//! The kernel spreads new connections across the workers' listeners, and a connection never
+//! leaves the worker that accepted it, so the request path shares nothing mutable: each worker
+//! has its own upstream [`Pool`], picker and buffers. The only shared state is the endpoint
+//! directory, read lock-free.
+//!
+//! The io driver is io_uring where the kernel and seccomp profile allow it, else epoll; `auto`
+//! decides once at start-up and says which in one log line.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, DownstreamLimits, IoDriver};
+use crate::connection;
+use crate::cors::CorsPolicy;
+use crate::endpoints::{EndpointDirectory, RoundRobin};
+use crate::upstream::Pool;
+
+/// What one worker's connections share: read-only settings and the worker's own upstream pool.
+pub struct WorkerContext {
+    pub index: usize,
+    pub limits: DownstreamLimits,
+    pub cors: CorsPolicy,
+    pub directory: Arc<EndpointDirectory>,
+    pub balancer: RoundRobin,
+    pub pool: Pool,
+}
+
+/// The io driver actually in use, after `auto` was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedDriver {
+    Uring,
+    Epoll,
+}
+
+/// A running proxy: its workers and the handle that stops them.
+pub struct Server {
+    local_addr: SocketAddr,
+    driver: ResolvedDriver,
+    directory: Arc<EndpointDirectory>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Bind every worker's listener and start the workers. Errors (bad address, port in use,
+    /// io_uring demanded but unavailable) are returned before any thread starts serving.
+    pub fn start(config: &Config) -> io::Result<Server> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let driver = resolve_driver(config.io_driver)?;
+        let worker_count = config.worker_count();
+        let listeners = bind_listeners(config.listen, worker_count, config.backlog)?;
+        let local_addr = listeners[0].local_addr()?;
+        let directory = Arc::new(EndpointDirectory::new(config.upstream.clone()));
+        let cores = if config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let mut workers = Vec::with_capacity(worker_count);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let config = config.clone();
+            let directory = directory.clone();
+            let stop_rx = stop_rx.clone();
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("ringway-w{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            warn!(
+                                worker = index,
+                                core = core.id,
+                                "could not pin worker to core"
+                            );
+                        }
+                    }
+                    let result = run_worker(index, driver, &config, listener, directory, stop_rx);
+                    if let Err(e) = result {
+                        tracing::error!(worker = index, error = %e, "worker failed");
+                    }
+                })?;
+            workers.push(handle);
+        }
+        info!(
+            listen = %local_addr,
+            workers = worker_count,
+            io_driver = ?driver,
+            upstreams = config.upstream.len(),
+            "ringway serving"
+        );
+        Ok(Server {
+            local_addr,
+            driver,
+            directory,
+            stop,
+            workers,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn io_driver(&self) -> ResolvedDriver {
+        self.driver
+    }
+
+    /// The endpoint directory the workers read; the control plane publishes into it.
+    pub fn directory(&self) -> &Arc<EndpointDirectory> {
+        &self.directory
+    }
+
+    /// Stop accepting, close the workers' connections and join the threads.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn resolve_driver(requested: IoDriver) -> io::Result<ResolvedDriver> {
+    match requested {
+        IoDriver::Epoll => Ok(ResolvedDriver::Epoll),
+        IoDriver::Uring if monoio::utils::detect_uring() => Ok(ResolvedDriver::Uring),
+        IoDriver::Uring => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--io-driver uring: io_uring is not available (kernel too old, disabled by \
+             sysctl kernel.io_uring_disabled, or blocked by a seccomp profile)",
+        )),
+        IoDriver::Auto if monoio::utils::detect_uring() => Ok(ResolvedDriver::Uring),
+        IoDriver::Auto => {
+            warn!(
+                "io_uring is not available (kernel, sysctl or seccomp profile); \
+                 falling back to epoll"
+            );
+            Ok(ResolvedDriver::Epoll)
+        }
+    }
+}
+
+/// One listener per worker on the same address with SO_REUSEPORT, so the kernel balances
+/// accepts across workers without a shared accept queue. Port 0 is resolved by the first bind.
+fn bind_listeners(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<StdTcpListener>> {
+    let mut listeners: Vec<StdTcpListener> = Vec::with_capacity(count);
+    let mut bind_addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(
+            Domain::for_address(bind_addr),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bind_addr.into())?;
+        socket.listen(backlog)?;
+        let listener: StdTcpListener = socket.into();
+        bind_addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn run_worker(
+    index: usize,
+    driver: ResolvedDriver,
+    config: &Config,
+    listener: StdTcpListener,
+    directory: Arc<EndpointDirectory>,
+    stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let context = Rc::new(WorkerContext {
+        index,
+        limits: config.downstream_limits(),
+        cors: config.cors_policy(),
+        directory,
+        balancer: RoundRobin::new(index),
+        pool: Pool::new(config.upstream_config()),
+    });
+    match driver {
+        ResolvedDriver::Uring => {
+            let mut runtime = RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(config.uring_entries)
+                .enable_timer()
+                .build()?;
+            runtime.block_on(accept_loop(listener, context, stop))
+        }
+        ResolvedDriver::Epoll => {
+            let mut runtime = RuntimeBuilder::<LegacyDriver>::new()
+                .enable_timer()
+                .build()?;
+            runtime.block_on(accept_loop(listener, context, stop))
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: StdTcpListener,
+    context: Rc<WorkerContext>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let listener = monoio::net::TcpListener::from_std(listener)?;
+    loop {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return Ok(()),
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Responses are written whole per flush; Nagle would only add latency.
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(connection::serve(stream, peer, context.clone()));
+            }
+            // Running out of descriptors or memory must not kill the worker: back off briefly
+            // so the loop does not spin while the condition lasts.
+            Err(e) => {
+                debug!(worker = context.index, error = %e, "accept failed");
+                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
