@@ -1,1 +1,1262 @@
-//! TODO
+//! A real HTTP/2 gRPC backend for tests, benchmarks and the scale harness.
+//!
+//! It is built directly on `h2::server` over tokio TCP rather than on tonic because ringway's
+//! tests need to control individual frames: when headers go out, when a stream is reset and
+//! with which code, whether trailers exist at all. Messages are opaque bytes inside gRPC
+//! length-prefixed frames (1-byte flag, 4-byte big-endian length); no protobuf is involved.
+//!
+//! A backend binds synchronously in [`Backend::start`], so its address is known and the kernel
+//! queues connections as soon as that returns, then serves on its own thread(s) with its own
+//! tokio runtime. The [`BackendHandle`] reports counters, the last request's headers, and can
+//! send GOAWAY, crash the pod ([`BackendHandle::kill`]) or shut it down gracefully.
+//!
+//! # Behaviour per call
+//!
+//! Requests must be `POST` with `content-type: application/grpc…`; anything else is answered
+//! `415` with a text body, as real gRPC servers do. The request body is read completely before
+//! anything is answered (with flow-control capacity released as it arrives, so large uploads
+//! work); a body above [`BackendConfig::request_body_bytes_max`] is answered trailers-only
+//! `grpc-status: 8` (RESOURCE_EXHAUSTED) followed by `RST_STREAM(NO_ERROR)`. A body that is not
+//! a sequence of complete gRPC frames is answered `grpc-status: 13` (INTERNAL).
+//!
+//! Every response carries `x-backend: <name>` in its (first) HEADERS frame.
+//!
+//! | Request                                   | Behaviour                                                                 |
+//! |-------------------------------------------|---------------------------------------------------------------------------|
+//! | `:path` = `/grpc.health.v1.Health/Check`  | `HealthCheckResponse{status: SERVING}` (bytes `08 01`), `grpc-status: 0`   |
+//! | `:path` ends `/Unary` (any service)       | echo the request body (same frames), then `grpc-status: 0`                 |
+//! | `:path` ends `/ServerStream`              | `x-stream-count` messages (default 3), each flushed as its own DATA frame |
+//! | any other `:path`                         | trailers-only `grpc-status: 12` (UNIMPLEMENTED)                           |
+//! | `x-response-bytes: N`                     | reply with N-byte messages (pattern `i % 251`) instead of the echo        |
+//! | `x-stream-count: N`                       | ServerStream: number of messages (default 3)                              |
+//! | `x-stream-interval-ms: N`                 | ServerStream: delay between messages (default 0)                          |
+//! | `x-grpc-status: N`, `x-grpc-message: s`   | end with that status/message (message percent-encoded) after the reply    |
+//! | `x-trailers-only: 1`                      | one HEADERS frame: `:status 200`, content-type, `grpc-status` (from `x-grpc-status`, default 0), `grpc-message`, END_STREAM |
+//! | `x-echo-*: v`                             | copied unchanged into the response headers (`-bin` values untouched)      |
+//! | `x-trailer-echo-*: v`                     | copied unchanged, same name, into the trailers                            |
+//! | `x-delay-ms: N`                           | wait N ms before the response headers (overrides [`BackendConfig::latency_ms`]) |
+//! | `x-http-status: N`                        | non-gRPC reply: `:status N`, `content-type: text/plain`, short body, no `grpc-status` |
+//! | `x-reset: before-headers`                 | `RST_STREAM` instead of any response                                      |
+//! | `x-reset: after-headers`                  | response headers, then `RST_STREAM`                                       |
+//! | `x-reset: after-data`                     | headers and all messages, then `RST_STREAM` instead of trailers           |
+//! | `x-reset-code: N`                         | the reset's error code (default 2 INTERNAL_ERROR; 7 REFUSED_STREAM, 8 CANCEL, 11 ENHANCE_YOUR_CALM) |
+//!
+//! Precedence, after the delay: `x-http-status`, then `x-reset: before-headers`, then the
+//! configured error rate (trailers-only `grpc-status: 14` UNAVAILABLE), then `x-trailers-only`,
+//! then the method. Unparseable values of these headers are answered trailers-only
+//! `grpc-status: 3` (INVALID_ARGUMENT) with a message naming the header.
+//!
+//! While waiting (delays, stream intervals, flow control) the backend watches for `RST_STREAM`
+//! from the client; a call the client resets or abandons is counted in
+//! [`BackendStats::cancelled_by_client`] instead of [`BackendStats::calls_finished`].
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::header::{HeaderName, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::debug;
+
+/// Largest request body read by default; larger bodies are refused (see the module doc).
+pub const REQUEST_BODY_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
+/// Largest message `x-response-bytes` may ask for.
+pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest `x-stream-count`.
+pub const STREAM_COUNT_MAX: u64 = 1_000_000;
+/// Longest `x-delay-ms` or `x-stream-interval-ms`: ten minutes.
+pub const DELAY_MS_MAX: u64 = 600_000;
+/// How long the backend gives queued HEADERS/DATA to reach the socket before an
+/// `x-reset: after-*` reset; h2 drops a stream's still-queued frames when it is reset.
+const FLUSH_BEFORE_RESET_MS: u64 = 20;
+/// The serialized `grpc.health.v1.HealthCheckResponse { status: SERVING }` in a gRPC frame.
+const HEALTH_SERVING_FRAME: &[u8] = &[0, 0, 0, 0, 2, 0x08, 0x01];
+const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+const GRPC_FRAME_HEADER_BYTES: usize = 5;
+
+/// How a backend listens and behaves. Build with [`BackendConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// Address to bind, e.g. `127.0.0.2:0` (port 0 picks a free port; see
+    /// [`BackendHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// Reported in every response as `x-backend: <name>`.
+    pub name: String,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`; `None` leaves it unlimited. Streams above the
+    /// limit are refused by h2 with `RST_STREAM(REFUSED_STREAM)`.
+    pub max_concurrent_streams: Option<u32>,
+    /// Tokio worker threads; 1 (or 0) runs a current-thread runtime on one thread.
+    pub threads: usize,
+    /// HTTP/2 initial stream window we advertise. The default (4 MiB) lets a 1 MiB message
+    /// arrive without waiting for WINDOW_UPDATEs.
+    pub initial_stream_window_bytes: u32,
+    /// HTTP/2 connection window we advertise (default 16 MiB).
+    pub initial_connection_window_bytes: u32,
+    /// Latency added before the response headers of every call without `x-delay-ms`.
+    pub latency_ms: u64,
+    /// Fraction (0.0–1.0) of calls answered trailers-only `grpc-status: 14` (UNAVAILABLE).
+    /// Deterministic: with 0.1, exactly every tenth call fails.
+    pub error_rate: f64,
+    /// Response message size for calls without `x-response-bytes`; `None` echoes.
+    pub response_bytes: Option<usize>,
+    /// Request bodies above this are refused with `grpc-status: 8`.
+    pub request_body_bytes_max: usize,
+    /// How long [`BackendHandle::shutdown`] (and Drop) waits for in-flight calls.
+    pub shutdown_grace_ms: u64,
+}
+
+impl BackendConfig {
+    /// A config with the given address and name and defaults for everything else.
+    pub fn new(listen: SocketAddr, name: impl Into<String>) -> Self {
+        BackendConfig {
+            listen,
+            name: name.into(),
+            max_concurrent_streams: None,
+            threads: 1,
+            initial_stream_window_bytes: 4 * 1024 * 1024,
+            initial_connection_window_bytes: 16 * 1024 * 1024,
+            latency_ms: 0,
+            error_rate: 0.0,
+            response_bytes: None,
+            request_body_bytes_max: REQUEST_BODY_BYTES_MAX_DEFAULT,
+            shutdown_grace_ms: 2_000,
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    /// `127.0.0.1:0`, named `backend`.
+    fn default() -> Self {
+        BackendConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), "backend")
+    }
+}
+
+/// A snapshot of a backend's counters.
+///
+/// Every started call ends as exactly one of finished or cancelled, except calls cut short by
+/// [`BackendHandle::kill`], which count as neither; so
+/// `calls_started == calls_finished + cancelled_by_client + in_flight` until a kill.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Streams accepted by the backend (any path, any outcome).
+    pub calls_started: u64,
+    /// Calls the backend ended itself: full response, deliberate reset, or error status.
+    pub calls_finished: u64,
+    /// Calls being handled right now.
+    pub in_flight: u64,
+    /// Calls the client ended first: `RST_STREAM` received, or the stream/connection gone
+    /// before the backend finished.
+    pub cancelled_by_client: u64,
+    /// TCP connections accepted since start.
+    pub connections_accepted: u64,
+    /// TCP connections open right now.
+    pub connections_open: u64,
+}
+
+/// The full header list of one request, pseudo-headers first (`:method`, `:scheme`,
+/// `:authority`, `:path`, those present), then regular headers in h2's order. Names are
+/// lowercase, values are the raw bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestHeaders {
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHeaders {
+    /// The first value of `name` as text; `None` if absent or not UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_bytes(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// The first value of `name` as bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Every value of `name`, in order, as lossy text.
+    pub fn get_all(&self, name: &str) -> Vec<String> {
+        self.iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// Whether `name` is present at all.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get_bytes(name).is_some()
+    }
+
+    /// All names in order (repeated names appear once per value).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(n, _)| n)
+    }
+
+    /// All `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    fn from_parts(parts: &http::request::Parts) -> Self {
+        let mut fields = Vec::with_capacity(parts.headers.len() + 4);
+        fields.push((
+            ":method".to_owned(),
+            parts.method.as_str().as_bytes().to_vec(),
+        ));
+        if let Some(scheme) = parts.uri.scheme_str() {
+            fields.push((":scheme".to_owned(), scheme.as_bytes().to_vec()));
+        }
+        if let Some(authority) = parts.uri.authority() {
+            fields.push((
+                ":authority".to_owned(),
+                authority.as_str().as_bytes().to_vec(),
+            ));
+        }
+        if let Some(path) = parts.uri.path_and_query() {
+            fields.push((":path".to_owned(), path.as_str().as_bytes().to_vec()));
+        }
+        for (name, value) in &parts.headers {
+            fields.push((name.as_str().to_owned(), value.as_bytes().to_vec()));
+        }
+        RequestHeaders { fields }
+    }
+}
+
+/// Entry point: see [`Backend::start`].
+pub struct Backend;
+
+impl Backend {
+    /// Binds `config.listen` now, then serves on a new thread with its own tokio runtime
+    /// until the handle is shut down, killed or dropped.
+    pub fn start(config: BackendConfig) -> io::Result<BackendHandle> {
+        let listener = bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        let runtime = build_runtime(config.threads)?;
+        let shared = Arc::new(Shared {
+            config,
+            counters: Counters::default(),
+            last_request_headers: Mutex::new(None),
+        });
+        let (control_tx, control_rx) = watch::channel(Control::default());
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("backend-{}", shared.config.name))
+            .spawn(move || {
+                runtime.block_on(serve(listener, thread_shared, control_rx));
+                // Dropping the runtime drops every remaining task, closing their sockets.
+                drop(runtime);
+            })?;
+        Ok(BackendHandle {
+            local_addr,
+            shared,
+            control: control_tx,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+}
+
+/// Controls a running backend. Dropping it shuts the backend down gracefully (bounded by
+/// [`BackendConfig::shutdown_grace_ms`]).
+pub struct BackendHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    control: watch::Sender<Control>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl BackendHandle {
+    /// The bound address (with the real port when `listen` used port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The name sent as `x-backend`.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BackendStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The most recent request's full header list, or `None` before the first request.
+    pub fn last_request_headers(&self) -> Option<RequestHeaders> {
+        lock(&self.shared.last_request_headers).clone()
+    }
+
+    /// Polls the counters every 5 ms until `done` holds or `timeout` passes; returns the last
+    /// snapshot either way. Needs a tokio timer (any tokio runtime).
+    pub async fn wait_for_stats(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&BackendStats) -> bool,
+    ) -> BackendStats {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.stats();
+            if done(&stats) || Instant::now() >= deadline {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Sends a graceful GOAWAY on every open connection: in-flight calls complete, new
+    /// streams on those connections are refused after about one round trip, and each
+    /// connection closes once idle. The listener keeps accepting new connections.
+    pub fn goaway(&self) {
+        self.control.send_modify(|c| c.goaway_generation += 1);
+    }
+
+    /// Simulates a pod crash: closes the listener and every connection at once, without
+    /// GOAWAY, abandoning in-flight calls. Returns once everything is closed. Idempotent.
+    pub fn kill(&self) {
+        self.stop(Stop::Kill);
+    }
+
+    /// Graceful shutdown: stop accepting, GOAWAY every connection, wait for in-flight calls
+    /// (at most [`BackendConfig::shutdown_grace_ms`]), then close everything. Idempotent.
+    pub fn shutdown(&self) {
+        self.stop(Stop::Graceful);
+    }
+
+    fn stop(&self, stop: Stop) {
+        self.control.send_modify(|c| {
+            if c.stop != Stop::Kill {
+                c.stop = stop;
+            }
+        });
+        let thread = lock(&self.thread).take();
+        if let Some(thread) = thread {
+            // A panic in the serving thread already printed its message; nothing to add.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BackendHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What the handle asks of the serving thread, published through a `watch` channel.
+#[derive(Clone, Copy, Debug, Default)]
+struct Control {
+    goaway_generation: u64,
+    stop: Stop,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Stop {
+    #[default]
+    Running,
+    Graceful,
+    Kill,
+}
+
+struct Shared {
+    config: BackendConfig,
+    counters: Counters,
+    last_request_headers: Mutex<Option<RequestHeaders>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls_started: AtomicU64,
+    calls_finished: AtomicU64,
+    in_flight: AtomicU64,
+    cancelled_by_client: AtomicU64,
+    connections_accepted: AtomicU64,
+    connections_open: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> BackendStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BackendStats {
+            calls_started: get(&self.calls_started),
+            calls_finished: get(&self.calls_finished),
+            in_flight: get(&self.in_flight),
+            cancelled_by_client: get(&self.cancelled_by_client),
+            connections_accepted: get(&self.connections_accepted),
+            connections_open: get(&self.connections_open),
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the guarded values are plain data that a panicking
+/// holder cannot leave half-written.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    // A deep backlog so a thousand connections arriving at once are queued, not refused.
+    const LISTEN_BACKLOG: i32 = 4096;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn build_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+/// The accept loop; returns when the handle asks to stop (after the grace period for a
+/// graceful stop).
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut control: watch::Receiver<Control>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            debug!(%error, "backend: listener registration failed");
+            return;
+        }
+    };
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _peer)) => {
+                    connections.spawn(serve_connection(socket, shared.clone(), control.clone()));
+                }
+                Err(error) => {
+                    // Usually EMFILE; back off instead of spinning.
+                    debug!(%error, "backend: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = control.changed() => {
+                let stop = if changed.is_err() { Stop::Kill } else { control.borrow().stop };
+                match stop {
+                    Stop::Running => {}
+                    Stop::Graceful => break,
+                    Stop::Kill => return,
+                }
+            }
+        }
+    }
+    drop(listener);
+    drain(&mut connections, &shared, &mut control).await;
+}
+
+/// Waits until every connection has closed, or no call is in flight (after a short pause so
+/// GOAWAY frames reach the sockets), or the grace period ends, or a kill arrives.
+async fn drain(
+    connections: &mut JoinSet<()>,
+    shared: &Shared,
+    control: &mut watch::Receiver<Control>,
+) {
+    const MIN_DRAIN_MS: u64 = 10;
+    let started = Instant::now();
+    let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
+    while !connections.is_empty() && started.elapsed() < grace {
+        let idle = shared.counters.in_flight.load(Ordering::Relaxed) == 0;
+        if idle && started.elapsed() >= Duration::from_millis(MIN_DRAIN_MS) {
+            return;
+        }
+        tokio::select! {
+            _ = connections.join_next() => {}
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            changed = control.changed() => {
+                if changed.is_err() || control.borrow().stop == Stop::Kill {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Decrements `connections_open` however the connection task ends (including being dropped
+/// by a kill).
+struct ConnectionGuard<'a>(&'a Counters);
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection(
+    socket: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    mut control: watch::Receiver<Control>,
+) {
+    let counters = &shared.counters;
+    counters
+        .connections_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    counters.connections_open.fetch_add(1, Ordering::Relaxed);
+    let _guard = ConnectionGuard(counters);
+    // Small gRPC frames must not wait for Nagle.
+    let _ = socket.set_nodelay(true);
+
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(shared.config.initial_stream_window_bytes)
+        .initial_connection_window_size(shared.config.initial_connection_window_bytes);
+    if let Some(max) = shared.config.max_concurrent_streams {
+        builder.max_concurrent_streams(max);
+    }
+    let mut connection = tokio::select! {
+        handshake = builder.handshake::<_, Bytes>(socket) => match handshake {
+            Ok(connection) => connection,
+            Err(error) => {
+                debug!(%error, "backend: h2 handshake failed");
+                return;
+            }
+        },
+        _ = control.wait_for(|c| c.stop == Stop::Kill) => return,
+    };
+
+    let initial = *control.borrow_and_update();
+    let mut goaway_seen = initial.goaway_generation;
+    if initial.stop != Stop::Running {
+        connection.graceful_shutdown();
+    }
+    let mut control_open = true;
+    loop {
+        tokio::select! {
+            next = connection.accept() => match next {
+                Some(Ok((request, respond))) => {
+                    tokio::spawn(handle_call(request, respond, shared.clone()));
+                }
+                Some(Err(error)) => {
+                    debug!(%error, "backend: connection error");
+                    return;
+                }
+                None => return,
+            },
+            changed = control.changed(), if control_open => {
+                if changed.is_err() {
+                    control_open = false;
+                    continue;
+                }
+                let now = *control.borrow_and_update();
+                if now.stop == Stop::Kill {
+                    return;
+                }
+                if now.stop == Stop::Graceful || now.goaway_generation != goaway_seen {
+                    goaway_seen = now.goaway_generation;
+                    connection.graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// The client went away first (reset the stream, or the connection died).
+#[derive(Debug)]
+struct Cancelled;
+
+/// Counts a call as started on creation, and as finished, cancelled or (when dropped by a
+/// kill) neither on drop.
+struct CallGuard<'a> {
+    counters: &'a Counters,
+    outcome: Option<Result<(), Cancelled>>,
+}
+
+impl<'a> CallGuard<'a> {
+    /// Returns the guard and the call's index (0-based, in order of arrival).
+    fn start(counters: &'a Counters) -> (Self, u64) {
+        let index = counters.calls_started.fetch_add(1, Ordering::Relaxed);
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = CallGuard {
+            counters,
+            outcome: None,
+        };
+        (guard, index)
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        match self.outcome {
+            Some(Ok(())) => self.counters.calls_finished.fetch_add(1, Ordering::Relaxed),
+            Some(Err(Cancelled)) => self
+                .counters
+                .cancelled_by_client
+                .fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn handle_call(
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    shared: Arc<Shared>,
+) {
+    let (mut guard, index) = CallGuard::start(&shared.counters);
+    guard.outcome = Some(run_call(request, respond, &shared, index).await);
+}
+
+async fn run_call(
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    shared: &Shared,
+    index: u64,
+) -> Result<(), Cancelled> {
+    let config = &shared.config;
+    let (parts, mut body) = request.into_parts();
+    *lock(&shared.last_request_headers) = Some(RequestHeaders::from_parts(&parts));
+
+    if !is_grpc_request(&parts.method, &parts.headers) {
+        let text = "invalid gRPC request: expected POST with content-type application/grpc\n";
+        return send_plain(
+            respond,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            text,
+            &config.name,
+        );
+    }
+    let response_content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("application/grpc"));
+    let reply = Reply {
+        name: &config.name,
+        content_type: response_content_type,
+    };
+
+    let request_body = match read_body(&mut body, config.request_body_bytes_max).await {
+        Ok(request_body) => request_body,
+        Err(BodyError::Cancelled) => return Err(Cancelled),
+        Err(BodyError::TooLarge) => {
+            let message = format!(
+                "request body exceeds {} bytes",
+                config.request_body_bytes_max
+            );
+            let stream = reply.trailers_only(&mut respond, 8, &message, &HeaderMap::new())?;
+            // The client may still be uploading: ask it to stop without error (RFC 9113 8.1).
+            return flush_then_reset(stream, Reason::NO_ERROR).await;
+        }
+    };
+    drop(body);
+
+    let path = parts.uri.path();
+    let plan = match CallPlan::from_request(path, &parts.headers, config, index) {
+        Ok(plan) => plan,
+        Err(message) => {
+            reply.trailers_only(&mut respond, 3, &message, &HeaderMap::new())?;
+            return Ok(());
+        }
+    };
+    let messages = match split_frames(&request_body) {
+        Ok(messages) => messages,
+        Err(message) => {
+            reply.trailers_only(&mut respond, 13, &message, &HeaderMap::new())?;
+            return Ok(());
+        }
+    };
+
+    sleep_unless_reset(plan.delay, |cx| respond.poll_reset(cx)).await?;
+    execute(plan, request_body, messages, respond, &reply).await
+}
+
+/// Carries out a parsed plan once the body has been read and the delay has passed.
+async fn execute(
+    plan: CallPlan,
+    request_body: Bytes,
+    messages: Vec<Bytes>,
+    mut respond: SendResponse<Bytes>,
+    reply: &Reply<'_>,
+) -> Result<(), Cancelled> {
+    if let Some(status) = plan.http_status {
+        let text = format!("backend {}: HTTP {}\n", reply.name, status.as_u16());
+        return send_plain(respond, status, &text, reply.name);
+    }
+    if let Some((ResetPoint::BeforeHeaders, reason)) = plan.reset {
+        respond.send_reset(reason);
+        return Ok(());
+    }
+    let trailers_only = match &plan.kind {
+        _ if plan.fail_unavailable => Some((14, "backend error rate".to_owned())),
+        _ if plan.trailers_only => Some((plan.grpc_status, plan.grpc_message.clone())),
+        CallKind::Unimplemented => Some((12, "unknown method".to_owned())),
+        _ => None,
+    };
+    if let Some((status, message)) = trailers_only {
+        // One HEADERS frame stands for both headers and trailers: it carries both echoes.
+        let mut echoes = plan.echo_headers.clone();
+        echoes.extend(plan.echo_trailers.clone());
+        reply.trailers_only(&mut respond, status, &message, &echoes)?;
+        return Ok(());
+    }
+
+    let mut stream = reply.headers(&mut respond, &plan.echo_headers)?;
+    if let Some((ResetPoint::AfterHeaders, reason)) = plan.reset {
+        return flush_then_reset(stream, reason).await;
+    }
+    match plan.kind {
+        CallKind::Health => send_all(&mut stream, Bytes::from_static(HEALTH_SERVING_FRAME)).await?,
+        CallKind::Unary => {
+            let body = match plan.response_bytes {
+                Some(bytes) => pattern_frame(bytes),
+                None => request_body,
+            };
+            send_all(&mut stream, body).await?;
+        }
+        CallKind::ServerStream { count, interval } => {
+            let message = match plan.response_bytes {
+                Some(bytes) => pattern_frame(bytes),
+                None => frame(messages.first().cloned().unwrap_or_default()),
+            };
+            for i in 0..count {
+                if i > 0 {
+                    sleep_unless_reset(interval, |cx| stream.poll_reset(cx)).await?;
+                }
+                send_all(&mut stream, message.clone()).await?;
+            }
+        }
+        CallKind::Unimplemented => {}
+    }
+    if let Some((ResetPoint::AfterData, reason)) = plan.reset {
+        return flush_then_reset(stream, reason).await;
+    }
+    let trailers = grpc_trailers(
+        plan.grpc_status,
+        &plan.grpc_message,
+        plan.echo_trailers.clone(),
+    );
+    stream.send_trailers(trailers).map_err(|_| Cancelled)
+}
+
+/// Response pieces shared by every gRPC reply of one call.
+struct Reply<'a> {
+    name: &'a str,
+    content_type: HeaderValue,
+}
+
+impl Reply<'_> {
+    fn response(&self, extra: &HeaderMap) -> Response<()> {
+        let mut response = Response::new(());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, self.content_type.clone());
+        headers.insert(X_BACKEND, backend_header(self.name));
+        for (name, value) in extra {
+            headers.append(name, value.clone());
+        }
+        response
+    }
+
+    fn headers(
+        &self,
+        respond: &mut SendResponse<Bytes>,
+        echo: &HeaderMap,
+    ) -> Result<SendStream<Bytes>, Cancelled> {
+        respond
+            .send_response(self.response(echo), false)
+            .map_err(|_| Cancelled)
+    }
+
+    fn trailers_only(
+        &self,
+        respond: &mut SendResponse<Bytes>,
+        status: u32,
+        message: &str,
+        extra: &HeaderMap,
+    ) -> Result<SendStream<Bytes>, Cancelled> {
+        let mut response = self.response(extra);
+        let fields = grpc_trailers(status, message, HeaderMap::new());
+        response.headers_mut().extend(fields);
+        respond.send_response(response, true).map_err(|_| Cancelled)
+    }
+}
+
+const X_BACKEND: HeaderName = HeaderName::from_static("x-backend");
+
+fn backend_header(name: &str) -> HeaderValue {
+    HeaderValue::from_str(name).unwrap_or_else(|_| HeaderValue::from_static("invalid-name"))
+}
+
+fn send_plain(
+    mut respond: SendResponse<Bytes>,
+    status: StatusCode,
+    text: &str,
+    name: &str,
+) -> Result<(), Cancelled> {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(X_BACKEND, backend_header(name));
+    let mut stream = respond
+        .send_response(response, false)
+        .map_err(|_| Cancelled)?;
+    stream
+        .send_data(Bytes::copy_from_slice(text.as_bytes()), true)
+        .map_err(|_| Cancelled)
+}
+
+/// Sends `data` respecting the client's flow-control window, so a slow reader slows the
+/// backend instead of growing h2's buffer, and a reset while waiting is noticed.
+async fn send_all(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), Cancelled> {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let mut capacity = stream.capacity();
+        if capacity == 0 {
+            capacity = match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(capacity)) => capacity,
+                _ => return Err(Cancelled),
+            };
+        }
+        let chunk = data.split_to(capacity.min(data.len()));
+        stream.send_data(chunk, false).map_err(|_| Cancelled)?;
+    }
+    Ok(())
+}
+
+/// Resets after giving queued frames time to reach the socket: h2 discards a stream's
+/// still-queued frames when it is reset, which would turn "after-data" into "before-headers".
+async fn flush_then_reset(mut stream: SendStream<Bytes>, reason: Reason) -> Result<(), Cancelled> {
+    let pause = Duration::from_millis(FLUSH_BEFORE_RESET_MS);
+    sleep_unless_reset(pause, |cx| stream.poll_reset(cx)).await?;
+    stream.send_reset(reason);
+    Ok(())
+}
+
+/// Sleeps for `duration` unless the client resets the stream first.
+async fn sleep_unless_reset(
+    duration: Duration,
+    mut poll_reset: impl FnMut(
+        &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Reason, h2::Error>>,
+) -> Result<(), Cancelled> {
+    if duration.is_zero() {
+        return Ok(());
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => Ok(()),
+        _ = poll_fn(&mut poll_reset) => Err(Cancelled),
+    }
+}
+
+enum BodyError {
+    Cancelled,
+    TooLarge,
+}
+
+/// Reads the whole request body, releasing flow-control capacity as data arrives.
+async fn read_body(body: &mut RecvStream, bytes_max: usize) -> Result<Bytes, BodyError> {
+    // Most requests arrive in one DATA frame: keep that chunk without copying.
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|_| BodyError::Cancelled)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + chunk.len();
+        if total > bytes_max {
+            return Err(BodyError::TooLarge);
+        }
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(earlier) => {
+                rest.extend_from_slice(&earlier);
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
+}
+
+fn is_grpc_request(method: &Method, headers: &HeaderMap) -> bool {
+    let grpc_content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v == "application/grpc"
+                || v.starts_with("application/grpc+")
+                || v.starts_with("application/grpc;")
+        });
+    method == Method::POST && grpc_content_type
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResetPoint {
+    BeforeHeaders,
+    AfterHeaders,
+    AfterData,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CallKind {
+    Health,
+    Unary,
+    ServerStream { count: u64, interval: Duration },
+    Unimplemented,
+}
+
+/// Everything a call will do, decided from its path and metadata before any IO.
+#[derive(Clone, Debug)]
+struct CallPlan {
+    kind: CallKind,
+    delay: Duration,
+    http_status: Option<StatusCode>,
+    reset: Option<(ResetPoint, Reason)>,
+    fail_unavailable: bool,
+    trailers_only: bool,
+    grpc_status: u32,
+    grpc_message: String,
+    response_bytes: Option<usize>,
+    echo_headers: HeaderMap,
+    echo_trailers: HeaderMap,
+}
+
+impl CallPlan {
+    /// `index` is the call's arrival number, used to apply the error rate exactly.
+    fn from_request(
+        path: &str,
+        headers: &HeaderMap,
+        config: &BackendConfig,
+        index: u64,
+    ) -> Result<CallPlan, String> {
+        let kind = if path == HEALTH_CHECK_PATH {
+            CallKind::Health
+        } else if path.ends_with("/Unary") {
+            CallKind::Unary
+        } else if path.ends_with("/ServerStream") {
+            CallKind::ServerStream {
+                count: number(headers, "x-stream-count", STREAM_COUNT_MAX)?.unwrap_or(3),
+                interval: millis(headers, "x-stream-interval-ms")?.unwrap_or_default(),
+            }
+        } else {
+            CallKind::Unimplemented
+        };
+        let delay = millis(headers, "x-delay-ms")?
+            .unwrap_or(Duration::from_millis(config.latency_ms.min(DELAY_MS_MAX)));
+        let http_status = match number(headers, "x-http-status", 599)? {
+            Some(code) if code >= 200 => StatusCode::from_u16(code as u16).ok(),
+            Some(_) => return Err("x-http-status must be 200..=599".to_owned()),
+            None => None,
+        };
+        let response_bytes = number(headers, "x-response-bytes", RESPONSE_BYTES_MAX as u64)?
+            .map(|n| n as usize)
+            .or(config.response_bytes.map(|n| n.min(RESPONSE_BYTES_MAX)));
+        let (echo_headers, echo_trailers) = echo_metadata(headers);
+        Ok(CallPlan {
+            fail_unavailable: kind != CallKind::Health && fails(config.error_rate, index),
+            kind,
+            delay,
+            http_status,
+            reset: reset(headers)?,
+            trailers_only: text(headers, "x-trailers-only") == Some("1"),
+            grpc_status: number(headers, "x-grpc-status", 16)?.unwrap_or(0) as u32,
+            grpc_message: text(headers, "x-grpc-message")
+                .unwrap_or_default()
+                .to_owned(),
+            response_bytes,
+            echo_headers,
+            echo_trailers,
+        })
+    }
+}
+
+/// Whether call number `index` falls in the failing fraction `rate`: exactly
+/// `floor(n * rate)` of the first `n` calls fail, spread evenly.
+fn fails(rate: f64, index: u64) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    let rate = rate.min(1.0);
+    ((index + 1) as f64 * rate).floor() > (index as f64 * rate).floor()
+}
+
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn number(headers: &HeaderMap, name: &str, max: u64) -> Result<Option<u64>, String> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match parsed {
+        Some(n) if n <= max => Ok(Some(n)),
+        _ => Err(format!("{name} must be an integer in 0..={max}")),
+    }
+}
+
+fn millis(headers: &HeaderMap, name: &str) -> Result<Option<Duration>, String> {
+    Ok(number(headers, name, DELAY_MS_MAX)?.map(Duration::from_millis))
+}
+
+fn reset(headers: &HeaderMap) -> Result<Option<(ResetPoint, Reason)>, String> {
+    let point = match text(headers, "x-reset") {
+        None => return Ok(None),
+        Some("before-headers") => ResetPoint::BeforeHeaders,
+        Some("after-headers") => ResetPoint::AfterHeaders,
+        Some("after-data") => ResetPoint::AfterData,
+        Some(_) => return Err("x-reset must be before-headers|after-headers|after-data".into()),
+    };
+    let code = number(headers, "x-reset-code", 0xd)?.unwrap_or(2) as u32;
+    Ok(Some((point, Reason::from(code))))
+}
+
+/// Splits the request's `x-echo-*` headers (for the response headers) from its
+/// `x-trailer-echo-*` headers (for the trailers); names and values are kept unchanged.
+fn echo_metadata(headers: &HeaderMap) -> (HeaderMap, HeaderMap) {
+    let mut echo_headers = HeaderMap::new();
+    let mut echo_trailers = HeaderMap::new();
+    for (name, value) in headers {
+        if name.as_str().starts_with("x-echo-") {
+            echo_headers.append(name.clone(), value.clone());
+        } else if name.as_str().starts_with("x-trailer-echo-") {
+            echo_trailers.append(name.clone(), value.clone());
+        }
+    }
+    (echo_headers, echo_trailers)
+}
+
+/// `grpc-status`, `grpc-message` (when not empty, percent-encoded) and `extra`.
+fn grpc_trailers(status: u32, message: &str, mut extra: HeaderMap) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(status));
+    if !message.is_empty() {
+        // percent_encode only emits visible ASCII, which is always a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&percent_encode(message)) {
+            trailers.insert("grpc-message", value);
+        }
+    }
+    for (name, values) in extra.drain() {
+        if let Some(name) = name {
+            trailers.append(name, values);
+        }
+    }
+    trailers
+}
+
+/// Percent-encodes a grpc-message as the gRPC HTTP/2 spec requires: every byte outside
+/// visible ASCII 0x20–0x7E, and `%` itself, becomes `%XX`.
+pub fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for &byte in message.as_bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Frames `message` as one uncompressed gRPC message.
+pub fn frame(message: Bytes) -> Bytes {
+    let mut out = BytesMut::with_capacity(GRPC_FRAME_HEADER_BYTES + message.len());
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(&message);
+    out.freeze()
+}
+
+/// One framed message of `bytes` bytes whose byte `i` is `i % 251`, so truncation or
+/// reordering shows up in a comparison.
+pub fn pattern_frame(bytes: usize) -> Bytes {
+    frame(pattern_message(bytes))
+}
+
+/// The payload of [`pattern_frame`].
+pub fn pattern_message(bytes: usize) -> Bytes {
+    (0..bytes).map(|i| (i % 251) as u8).collect()
+}
+
+/// Splits a body into the payloads of its gRPC frames; errors if a frame is incomplete.
+pub fn split_frames(body: &Bytes) -> Result<Vec<Bytes>, String> {
+    let mut messages = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let header_end = at + GRPC_FRAME_HEADER_BYTES;
+        if header_end > body.len() {
+            return Err(format!("truncated gRPC frame header at byte {at}"));
+        }
+        let mut length = [0u8; 4];
+        length.copy_from_slice(&body[at + 1..header_end]);
+        let end = header_end.saturating_add(u32::from_be_bytes(length) as usize);
+        if end > body.len() {
+            return Err(format!("truncated gRPC message at byte {at}"));
+        }
+        messages.push(body.slice(header_end..end));
+        at = end;
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    fn plan(path: &str, pairs: &[(&'static str, &'static str)]) -> Result<CallPlan, String> {
+        CallPlan::from_request(path, &headers(pairs), &BackendConfig::default(), 0)
+    }
+
+    #[test]
+    fn kind_follows_the_method_name_of_any_service() {
+        assert_eq!(plan("/a.B/Unary", &[]).unwrap().kind, CallKind::Unary);
+        assert_eq!(plan("/x/Unary", &[]).unwrap().kind, CallKind::Unary);
+        assert_eq!(
+            plan("/a.B/Other", &[]).unwrap().kind,
+            CallKind::Unimplemented
+        );
+        assert_eq!(
+            plan("/a.B/UnaryX", &[]).unwrap().kind,
+            CallKind::Unimplemented
+        );
+        assert_eq!(plan(HEALTH_CHECK_PATH, &[]).unwrap().kind, CallKind::Health);
+        let stream = plan(
+            "/a.B/ServerStream",
+            &[("x-stream-count", "7"), ("x-stream-interval-ms", "15")],
+        );
+        assert_eq!(
+            stream.unwrap().kind,
+            CallKind::ServerStream {
+                count: 7,
+                interval: Duration::from_millis(15)
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_metadata_is_rejected_with_the_header_name() {
+        for (name, value) in [
+            ("x-stream-count", "-1"),
+            ("x-stream-count", "99999999999"),
+            ("x-delay-ms", "1e3"),
+            ("x-http-status", "99"),
+            ("x-http-status", "600"),
+            ("x-grpc-status", "17"),
+            ("x-reset", "sometimes"),
+            ("x-reset-code", "14"),
+            ("x-response-bytes", "99999999999"),
+        ] {
+            let error = plan(
+                "/a.B/ServerStream",
+                &[(name, value), ("x-reset", "after-data")],
+            )
+            .expect_err(name);
+            assert!(error.contains(name) || name == "x-reset", "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn reset_code_defaults_to_internal_error() {
+        let p = plan("/a.B/Unary", &[("x-reset", "after-headers")]).unwrap();
+        assert_eq!(
+            p.reset,
+            Some((ResetPoint::AfterHeaders, Reason::INTERNAL_ERROR))
+        );
+        let p = plan(
+            "/a.B/Unary",
+            &[("x-reset", "before-headers"), ("x-reset-code", "7")],
+        )
+        .unwrap();
+        assert_eq!(
+            p.reset,
+            Some((ResetPoint::BeforeHeaders, Reason::REFUSED_STREAM))
+        );
+    }
+
+    #[test]
+    fn echo_metadata_keeps_names_and_binary_values() {
+        let mut h = headers(&[
+            ("x-echo-a", "1"),
+            ("x-trailer-echo-b", "2"),
+            ("x-other", "3"),
+        ]);
+        h.append("x-echo-c-bin", HeaderValue::from_static("AAEC"));
+        let (head, trail) = echo_metadata(&h);
+        assert_eq!(head.len(), 2);
+        assert_eq!(head["x-echo-c-bin"], "AAEC");
+        assert_eq!(trail.len(), 1);
+        assert_eq!(trail["x-trailer-echo-b"], "2");
+    }
+
+    #[test]
+    fn error_rate_fails_an_exact_evenly_spread_fraction() {
+        let failed: Vec<u64> = (0..100).filter(|&i| fails(0.1, i)).collect();
+        assert_eq!(failed, vec![9, 19, 29, 39, 49, 59, 69, 79, 89, 99]);
+        assert_eq!((0..1000).filter(|&i| fails(0.25, i)).count(), 250);
+        assert!((0..100).all(|i| !fails(0.0, i)));
+        assert!((0..100).all(|i| fails(1.0, i)));
+        assert!((0..100).all(|i| fails(7.0, i)));
+    }
+
+    #[test]
+    fn percent_encoding_follows_the_grpc_spec() {
+        assert_eq!(percent_encode("plain text"), "plain text");
+        assert_eq!(percent_encode("100%"), "100%25");
+        assert_eq!(percent_encode("a\nb"), "a%0Ab");
+        assert_eq!(percent_encode("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn frames_split_and_truncation_is_an_error() {
+        let body: Bytes = [frame(Bytes::from_static(b"ab")), frame(Bytes::new())]
+            .concat()
+            .into();
+        let messages = split_frames(&body).unwrap();
+        assert_eq!(messages, vec![Bytes::from_static(b"ab"), Bytes::new()]);
+        assert!(split_frames(&Bytes::new()).unwrap().is_empty());
+        assert!(split_frames(&Bytes::from_static(&[0, 0, 0])).is_err());
+        assert!(split_frames(&Bytes::from_static(&[0, 0, 0, 0, 9, 1])).is_err());
+        assert!(split_frames(&Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff])).is_err());
+    }
+
+    #[test]
+    fn grpc_requests_need_post_and_a_grpc_content_type() {
+        let ct = |v: &'static str| headers(&[("content-type", v)]);
+        assert!(is_grpc_request(&Method::POST, &ct("application/grpc")));
+        assert!(is_grpc_request(
+            &Method::POST,
+            &ct("application/grpc+proto")
+        ));
+        assert!(!is_grpc_request(&Method::GET, &ct("application/grpc")));
+        assert!(!is_grpc_request(&Method::POST, &ct("application/grpc-web")));
+        assert!(!is_grpc_request(&Method::POST, &ct("text/plain")));
+        assert!(!is_grpc_request(&Method::POST, &HeaderMap::new()));
+    }
+}
