@@ -1,21 +1,51 @@
-//! HTTP/1.1 request parsing for the downstream side, sans-IO.
+//! HTTP/1.x request heads and chunked bodies from browsers, parsed sans-IO.
 //!
-//! CONTRACT (skeleton; the implementation replaces these bodies):
-//! - `parse_request_head` parses with `httparse` over the front of the read buffer. On success it
-//!   splits the head off the buffer (`split_to(..).freeze()`) and every header value and the path
-//!   are `Bytes` slices of that frozen head: nothing is copied.
-//! - `ChunkedDecoder` decodes a chunked request body from the front of the read buffer, returning
-//!   each chunk's data as a `Bytes` slice split off the buffer.
-//! - `encode_response_head` writes a status line and headers into a reusable `BytesMut`.
+//! Browsers speak gRPC-Web to ringway over HTTP/1.1. This module turns the bytes at the front of a
+//! connection's read buffer into a [`RequestHead`] and, for chunked uploads, into body data. It
+//! also writes response heads and chunk-size lines. It never touches a socket: the connection loop
+//! reads into a `BytesMut`, calls in here, and acts on what comes back. The fuzz targets and the
+//! unit tests below call the same functions on plain byte buffers.
+//!
+//! Three properties matter more than anything else here:
+//!
+//! - **No request smuggling.** A proxy that frames a body differently from the hop in front of it
+//!   can be made to see two requests where that hop saw one. We answer every ambiguity in
+//!   RFC 9112 §6 with a rejection instead of a guess: Content-Length together with
+//!   Transfer-Encoding, disagreeing Content-Lengths, transfer codings other than a single
+//!   `chunked`, obsolete line folding, whitespace before a header's colon, and bare LF line
+//!   endings (in the head and in chunk framing) all end the connection with a 4xx/5xx.
+//! - **Zero copy.** A parsed head is split off the read buffer and frozen once; the path and every
+//!   header name and value are `Bytes` slices of it. Chunk data is split off the buffer too.
+//! - **Bounded work and memory.** The head is parsed only within `header_bytes_max`, header fields
+//!   are capped, chunk-size lines and the trailer section have fixed byte limits, and decoded body
+//!   bytes are capped by `body_bytes_max`. Nothing panics on any input.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Upper bound on `HeadLimits::header_count_max`, because the `httparse` header array lives on
+/// the stack. 128 fields is far more than a browser sends (Chrome sends about 15 on a gRPC-Web
+/// call); a configured limit above it behaves as 128.
+pub const HEADER_COUNT_CAP: usize = 128;
+
+/// Longest chunk-size line accepted, including its CRLF. The size itself takes at most 16 hex
+/// digits; the rest is room for chunk extensions, which nobody sends to us but which RFC 9112
+/// §7.1.1 allows. Without a bound, a peer could make us buffer an endless size line.
+pub const CHUNK_SIZE_LINE_BYTES_MAX: usize = 4096;
+
+/// Longest trailer section accepted after the last chunk, including the final empty line.
+/// Trailers on a request are read and discarded, so this only needs to tolerate, not serve.
+pub const TRAILER_SECTION_BYTES_MAX: usize = 8 * 1024;
+
+/// The chunk size is a u64, so more than 16 hex digits could only be leading zeros or overflow.
+const CHUNK_SIZE_DIGITS_MAX: usize = 16;
 
 /// Limits applied while parsing a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
-    /// Bytes from the start of the request line to the end of the blank line.
+    /// Bytes from the start of the buffer (including any empty lines skipped before the request
+    /// line) to the end of the blank line that ends the head.
     pub header_bytes_max: usize,
-    /// Number of header fields.
+    /// Number of header fields; values above [`HEADER_COUNT_CAP`] behave as the cap.
     pub header_count_max: usize,
 }
 
@@ -81,7 +111,7 @@ pub enum Http1Error {
     /// Malformed syntax (bad token, bad version, obs-fold, bad header name/value...). 400.
     Malformed(&'static str),
     /// Content-Length together with Transfer-Encoding, multiple differing Content-Lengths,
-    /// unsupported transfer coding. 400.
+    /// a bad Content-Length, `chunked` not the final coding, Transfer-Encoding on HTTP/1.0. 400.
     Smuggling(&'static str),
     /// Head larger than `header_bytes_max` or more than `header_count_max` fields. 431.
     HeadTooLarge,
@@ -89,26 +119,416 @@ pub enum Http1Error {
     BadChunk(&'static str),
     /// Content-Length larger than the body limit, or chunked body exceeding it. 413.
     BodyTooLarge,
+    /// A transfer coding other than `chunked` (e.g. `gzip, chunked`). RFC 9112 §6.1 says 501.
+    NotImplemented(&'static str),
+    /// An `Expect` value other than `100-continue` on HTTP/1.1. RFC 9110 §10.1.1 says 417.
+    ExpectationFailed,
 }
 
 impl Http1Error {
     pub fn status(&self) -> u16 {
-        todo!()
+        match self {
+            Http1Error::Malformed(_) | Http1Error::Smuggling(_) | Http1Error::BadChunk(_) => 400,
+            Http1Error::HeadTooLarge => 431,
+            Http1Error::BodyTooLarge => 413,
+            Http1Error::NotImplemented(_) => 501,
+            Http1Error::ExpectationFailed => 417,
+        }
     }
+
     pub fn reason(&self) -> &'static str {
-        todo!()
+        match self {
+            Http1Error::Malformed(reason)
+            | Http1Error::Smuggling(reason)
+            | Http1Error::BadChunk(reason)
+            | Http1Error::NotImplemented(reason) => reason,
+            Http1Error::HeadTooLarge => "request head too large",
+            Http1Error::BodyTooLarge => "request body too large",
+            Http1Error::ExpectationFailed => "unsupported expectation",
+        }
     }
 }
+
+impl std::fmt::Display for Http1Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason(), self.status())
+    }
+}
+
+impl std::error::Error for Http1Error {}
 
 /// Parse one request head from the front of `buf`.
 /// Returns `Ok(None)` when more bytes are needed (and the head limit is not yet exceeded).
 /// Leading empty lines (CRLF) before a request line are skipped, as RFC 9112 allows.
+///
+/// On success the head (and any skipped empty lines) is removed from `buf`; whatever follows it,
+/// body bytes or a pipelined request, stays in `buf`. On error `buf` is left as it was: the
+/// connection answers with `status()` and closes, since the framing can no longer be trusted.
 pub fn parse_request_head(
     buf: &mut BytesMut,
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead>, Http1Error> {
-    let _ = (buf, limits);
-    todo!()
+    // Only the first `header_bytes_max` bytes are ever given to httparse, so a peer cannot make
+    // us rescan an unbounded buffer on each read.
+    let window_len = buf.len().min(limits.header_bytes_max);
+    let header_count_max = limits.header_count_max.min(HEADER_COUNT_CAP);
+    let mut header_storage = [httparse::EMPTY_HEADER; HEADER_COUNT_CAP];
+    let mut request = httparse::Request::new(&mut header_storage[..header_count_max]);
+    let head_len = match request.parse(&buf[..window_len]) {
+        Ok(httparse::Status::Complete(head_len)) => head_len,
+        // Partial at `len >= header_bytes_max` means the finished head would be longer.
+        Ok(httparse::Status::Partial) if buf.len() >= limits.header_bytes_max => {
+            return Err(Http1Error::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(from_httparse(error)),
+    };
+    // httparse accepts a bare LF as a line ending (RFC 9112 §2.2 allows that leniency). A hop in
+    // front of us may not, and a disagreement about where a line ends is how smuggling starts.
+    if has_bare_lf(&buf[..head_len]) {
+        return Err(Http1Error::Malformed("bare lf in request head"));
+    }
+    let layout = HeadLayout::from_request(&request, buf.as_ptr())?;
+    let summary = summarise_headers(request.headers, layout.version)?;
+
+    let head = buf.split_to(head_len).freeze();
+    Ok(Some(layout.into_request_head(&head, summary)))
+}
+
+fn from_httparse(error: httparse::Error) -> Http1Error {
+    match error {
+        httparse::Error::TooManyHeaders => Http1Error::HeadTooLarge,
+        httparse::Error::HeaderName => Http1Error::Malformed("bad header name"),
+        httparse::Error::HeaderValue => Http1Error::Malformed("bad header value"),
+        httparse::Error::NewLine => Http1Error::Malformed("bad line ending"),
+        httparse::Error::Token => Http1Error::Malformed("bad request line"),
+        httparse::Error::Version => Http1Error::Malformed("bad http version"),
+        httparse::Error::Status => Http1Error::Malformed("bad request line"),
+    }
+}
+
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    let mut previous = 0u8;
+    for &byte in bytes {
+        if byte == b'\n' && previous != b'\r' {
+            return true;
+        }
+        previous = byte;
+    }
+    false
+}
+
+/// Where the method, path and header fields lie, as byte ranges of the head. httparse hands out
+/// slices that borrow the read buffer, and the buffer must be split before those slices can
+/// become `Bytes`, so the ranges are noted first (on the stack) and turned into `Bytes` after.
+struct HeadLayout {
+    method: (usize, usize),
+    path: (usize, usize),
+    version: Version,
+    headers: [HeaderSpan; HEADER_COUNT_CAP],
+    header_count: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct HeaderSpan {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl HeadLayout {
+    fn from_request(
+        request: &httparse::Request<'_, '_>,
+        base: *const u8,
+    ) -> Result<Self, Http1Error> {
+        // A complete parse always fills method, path and version; a `None` here would be an
+        // httparse bug, answered as a malformed request rather than a panic.
+        let malformed = Http1Error::Malformed("bad request line");
+        let method = request.method.ok_or(malformed.clone())?.as_bytes();
+        let path = request.path.ok_or(malformed.clone())?.as_bytes();
+        let version = match request.version {
+            Some(0) => Version::Http10,
+            Some(1) => Version::Http11,
+            _ => return Err(Http1Error::Malformed("bad http version")),
+        };
+        let mut layout = HeadLayout {
+            method: span_of(base, method),
+            path: span_of(base, path),
+            version,
+            headers: [HeaderSpan::default(); HEADER_COUNT_CAP],
+            header_count: request.headers.len(),
+        };
+        for (span, header) in layout.headers.iter_mut().zip(request.headers.iter()) {
+            span.name = span_of(base, header.name.as_bytes());
+            span.value = span_of(base, header.value);
+        }
+        Ok(layout)
+    }
+
+    fn into_request_head(self, head: &Bytes, summary: HeadSummary) -> RequestHead {
+        let slice = |(start, end): (usize, usize)| head.slice(start..end);
+        let headers: Vec<Header> = self.headers[..self.header_count]
+            .iter()
+            .map(|span| Header {
+                name: slice(span.name),
+                value: slice(span.value),
+            })
+            .collect();
+        let host = summary.host_index.map(|i| headers[i].value.clone());
+        let content_type = summary.content_type_index.map(|i| headers[i].value.clone());
+        RequestHead {
+            method: method_from(slice(self.method)),
+            path: slice(self.path),
+            version: self.version,
+            headers,
+            body: summary.body,
+            keep_alive: summary.keep_alive,
+            expect_continue: summary.expect_continue,
+            host,
+            content_type,
+        }
+    }
+}
+
+/// The byte range of `part` within the buffer that starts at `base`. httparse only ever returns
+/// sub-slices of the buffer it was given, so the subtraction cannot underflow.
+fn span_of(base: *const u8, part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - base as usize;
+    (start, start + part.len())
+}
+
+fn method_from(token: Bytes) -> Method {
+    // Methods are case-sensitive (RFC 9110 §9.1): `get` is some other method, not GET.
+    match &token[..] {
+        b"GET" => Method::Get,
+        b"POST" => Method::Post,
+        b"OPTIONS" => Method::Options,
+        b"HEAD" => Method::Head,
+        b"PUT" => Method::Put,
+        b"DELETE" => Method::Delete,
+        _ => Method::Other(token),
+    }
+}
+
+/// What the connection needs to know from the header fields, gathered in one pass.
+struct HeadSummary {
+    body: BodyKind,
+    keep_alive: bool,
+    expect_continue: bool,
+    host_index: Option<usize>,
+    content_type_index: Option<usize>,
+}
+
+fn summarise_headers(
+    headers: &[httparse::Header<'_>],
+    version: Version,
+) -> Result<HeadSummary, Http1Error> {
+    let mut content_length: Option<u64> = None;
+    let mut transfer_codings = TransferCodings::default();
+    let mut connection = ConnectionTokens::default();
+    let mut expect = ExpectTokens::default();
+    let mut host_index = None;
+    let mut content_type_index = None;
+
+    for (index, header) in headers.iter().enumerate() {
+        let name = header.name;
+        let value = header.value;
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = Some(merge_content_length(content_length, value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_codings.add(value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection.add(value);
+        } else if name.eq_ignore_ascii_case("host") {
+            if host_index.is_some() {
+                return Err(Http1Error::Malformed("more than one host header"));
+            }
+            host_index = Some(index);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            // Content-Type is a singleton; two of them leave the gRPC-Web codec to a guess.
+            if content_type_index.is_some() {
+                return Err(Http1Error::Malformed("more than one content-type header"));
+            }
+            content_type_index = Some(index);
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect.add(value);
+        }
+    }
+
+    if version == Version::Http11 && host_index.is_none() {
+        return Err(Http1Error::Malformed("missing host header"));
+    }
+    if transfer_codings.seen {
+        transfer_codings.check()?;
+    }
+    let body = match (content_length, transfer_codings.seen) {
+        (Some(_), true) => {
+            return Err(Http1Error::Smuggling(
+                "content-length with transfer-encoding",
+            ))
+        }
+        // HTTP/1.0 has no chunked coding (RFC 9112 §6.1); a 1.0 hop in front of us would frame
+        // this body by closing the connection, not by chunks.
+        (None, true) if version == Version::Http10 => {
+            return Err(Http1Error::Smuggling("transfer-encoding on http/1.0"))
+        }
+        (None, true) => BodyKind::Chunked,
+        (Some(0), false) | (None, false) => BodyKind::Empty,
+        (Some(length), false) => BodyKind::Length(length),
+    };
+    // RFC 9110 §10.1.1: a server ignores `100-continue` in an HTTP/1.0 request, and a 1.0 client
+    // could not have meant any other expectation for us either.
+    let expect_continue = match version {
+        Version::Http10 => false,
+        Version::Http11 if expect.other => return Err(Http1Error::ExpectationFailed),
+        Version::Http11 => expect.continue_100,
+    };
+    let keep_alive = match version {
+        Version::Http10 => connection.keep_alive && !connection.close,
+        Version::Http11 => !connection.close,
+    };
+    Ok(HeadSummary {
+        body,
+        keep_alive,
+        expect_continue,
+        host_index,
+        content_type_index,
+    })
+}
+
+/// Split a comma-separated field value (RFC 9110 §5.6.1) into elements trimmed of optional
+/// whitespace. Empty elements are yielded too; each caller decides what they mean.
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&byte| byte == b',').map(trim_ows)
+}
+
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Fold one Content-Length field into what earlier ones said. RFC 9112 §6.3 allows a list of
+/// identical values (a hop may have merged duplicates); anything else is ambiguous framing.
+fn merge_content_length(earlier: Option<u64>, value: &[u8]) -> Result<u64, Http1Error> {
+    let mut merged = earlier;
+    for element in list_elements(value) {
+        let length = parse_content_length(element)?;
+        if merged.is_some_and(|seen| seen != length) {
+            return Err(Http1Error::Smuggling("conflicting content-length values"));
+        }
+        merged = Some(length);
+    }
+    // `split` yields at least one element, so `merged` is set; the fallback only keeps this
+    // total without an unwrap.
+    merged.ok_or(Http1Error::Smuggling("bad content-length"))
+}
+
+/// Content-Length = 1*DIGIT: no sign, no inner spaces, no hex, and it must fit in a u64.
+fn parse_content_length(digits: &[u8]) -> Result<u64, Http1Error> {
+    let bad = Http1Error::Smuggling("bad content-length");
+    if digits.is_empty() {
+        return Err(bad);
+    }
+    let mut length: u64 = 0;
+    for &byte in digits {
+        if !byte.is_ascii_digit() {
+            return Err(bad);
+        }
+        length = length
+            .checked_mul(10)
+            .and_then(|length| length.checked_add(u64::from(byte - b'0')))
+            .ok_or(bad.clone())?;
+    }
+    Ok(length)
+}
+
+/// The transfer codings sent, gathered over every Transfer-Encoding field: several fields form
+/// one list (RFC 9110 §5.3), so `gzip` then `chunked` in two fields means `gzip, chunked`.
+#[derive(Default)]
+struct TransferCodings {
+    seen: bool,
+    chunked_count: u32,
+    last_is_chunked: bool,
+    other_seen: bool,
+    empty_seen: bool,
+}
+
+impl TransferCodings {
+    fn add(&mut self, value: &[u8]) {
+        self.seen = true;
+        for coding in list_elements(value) {
+            let is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            self.chunked_count = self.chunked_count.saturating_add(u32::from(is_chunked));
+            self.last_is_chunked = is_chunked;
+            self.other_seen |= !is_chunked && !coding.is_empty();
+            self.empty_seen |= coding.is_empty();
+        }
+    }
+
+    /// Accept exactly one coding, `chunked`. RFC 9112 §6.3: if `chunked` is not the final coding
+    /// the body length cannot be determined, so 400; §6.1: a coding we do not implement is 501.
+    /// Empty list elements are rejected rather than skipped: `chunked,` is exactly the kind of
+    /// value two parsers read differently.
+    fn check(&self) -> Result<(), Http1Error> {
+        if self.empty_seen {
+            return Err(Http1Error::Smuggling("empty transfer-encoding element"));
+        }
+        if !self.last_is_chunked {
+            return Err(Http1Error::Smuggling(
+                "chunked is not the final transfer coding",
+            ));
+        }
+        if self.chunked_count > 1 {
+            return Err(Http1Error::Smuggling("chunked applied more than once"));
+        }
+        if self.other_seen {
+            return Err(Http1Error::NotImplemented("unsupported transfer coding"));
+        }
+        Ok(())
+    }
+}
+
+/// The `Connection` options we act on, gathered over every Connection field.
+#[derive(Default)]
+struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    fn add(&mut self, value: &[u8]) {
+        for token in list_elements(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            }
+        }
+    }
+}
+
+/// The `Expect` expectations sent, gathered over every Expect field. Empty list elements are
+/// skipped as RFC 9110 §5.6.1 asks; anything but `100-continue` is one we cannot meet.
+#[derive(Default)]
+struct ExpectTokens {
+    continue_100: bool,
+    other: bool,
+}
+
+impl ExpectTokens {
+    fn add(&mut self, value: &[u8]) {
+        for expectation in list_elements(value) {
+            if expectation.eq_ignore_ascii_case(b"100-continue") {
+                self.continue_100 = true;
+            } else if !expectation.is_empty() {
+                self.other = true;
+            }
+        }
+    }
 }
 
 /// One step of chunked body decoding.
@@ -121,40 +541,1262 @@ pub enum ChunkEvent {
 }
 
 /// Incremental decoder for a chunked request body, with a cap on total body bytes.
+///
+/// It keeps no bytes of its own: everything not yet consumed stays in the caller's buffer, so the
+/// decoder is a few words of state and may be fed input split at any byte boundary.
 #[derive(Debug)]
 pub struct ChunkedDecoder {
-    _private: (),
+    state: ChunkState,
+    body_bytes_max: u64,
+    /// Sum of the chunk sizes announced so far; checked against the limit as soon as a size line
+    /// arrives, so an oversized body is refused before its data is buffered.
+    body_bytes_announced: u64,
+}
+
+#[derive(Debug)]
+enum ChunkState {
+    /// Waiting for a complete `<hex>[;ext]\r\n` line.
+    SizeLine,
+    /// Inside a chunk's data, with this many bytes still to come.
+    Data { remaining_bytes: u64 },
+    /// After a chunk's data, waiting for its CRLF.
+    DataEnd,
+    /// After the last-chunk, reading trailer lines until an empty one.
+    Trailers { section_bytes: usize },
+    /// The body is complete; further calls return `End` and consume nothing.
+    Done,
+    /// A previous call failed; further calls fail the same way.
+    Failed(Http1Error),
+}
+
+/// What one state step did: keep going in the new state, or hand a result to the caller.
+enum Step {
+    Continue,
+    Yield(Option<ChunkEvent>),
 }
 
 impl ChunkedDecoder {
     pub fn new(body_bytes_max: u64) -> Self {
-        let _ = body_bytes_max;
-        todo!()
+        ChunkedDecoder {
+            state: ChunkState::SizeLine,
+            body_bytes_max,
+            body_bytes_announced: 0,
+        }
     }
+
     /// Decode from the front of `buf`, consuming what it uses. `Ok(None)` means more bytes are
     /// needed. Data is returned as soon as any is available (not held until the chunk is whole).
+    /// After `End`, bytes past the body (a pipelined request) are left in `buf`. Errors are
+    /// sticky: the framing is lost, so every later call returns the same error.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ChunkEvent>, Http1Error> {
-        let _ = buf;
-        todo!()
+        loop {
+            match self.step(buf) {
+                Ok(Step::Continue) => continue,
+                Ok(Step::Yield(event)) => return Ok(event),
+                Err(error) => {
+                    self.state = ChunkState::Failed(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Http1Error> {
+        match self.state {
+            ChunkState::SizeLine => self.read_size_line(buf),
+            ChunkState::Data { remaining_bytes } => Ok(self.read_data(buf, remaining_bytes)),
+            ChunkState::DataEnd => self.read_data_end(buf),
+            ChunkState::Trailers { section_bytes } => self.read_trailer_line(buf, section_bytes),
+            ChunkState::Done => Ok(Step::Yield(Some(ChunkEvent::End))),
+            ChunkState::Failed(ref error) => Err(error.clone()),
+        }
+    }
+
+    fn read_size_line(&mut self, buf: &mut BytesMut) -> Result<Step, Http1Error> {
+        let Some(line_len) = find_line(buf, CHUNK_SIZE_LINE_BYTES_MAX)? else {
+            if buf.len() >= CHUNK_SIZE_LINE_BYTES_MAX {
+                return Err(Http1Error::BadChunk("chunk size line too long"));
+            }
+            return Ok(Step::Yield(None));
+        };
+        let chunk_bytes = parse_chunk_size_line(&buf[..line_len])?;
+        self.body_bytes_announced = self
+            .body_bytes_announced
+            .checked_add(chunk_bytes)
+            .filter(|&total| total <= self.body_bytes_max)
+            .ok_or(Http1Error::BodyTooLarge)?;
+        let _ = buf.split_to(line_len + 2);
+        self.state = if chunk_bytes == 0 {
+            ChunkState::Trailers { section_bytes: 0 }
+        } else {
+            ChunkState::Data {
+                remaining_bytes: chunk_bytes,
+            }
+        };
+        Ok(Step::Continue)
+    }
+
+    fn read_data(&mut self, buf: &mut BytesMut, remaining_bytes: u64) -> Step {
+        if buf.is_empty() {
+            return Step::Yield(None);
+        }
+        // If the remainder does not fit in usize it is larger than anything buffered.
+        let take = usize::try_from(remaining_bytes).map_or(buf.len(), |rest| rest.min(buf.len()));
+        let data = buf.split_to(take).freeze();
+        let remaining_bytes = remaining_bytes - take as u64;
+        self.state = if remaining_bytes == 0 {
+            ChunkState::DataEnd
+        } else {
+            ChunkState::Data { remaining_bytes }
+        };
+        Step::Yield(Some(ChunkEvent::Data(data)))
+    }
+
+    fn read_data_end(&mut self, buf: &mut BytesMut) -> Result<Step, Http1Error> {
+        let missing = Http1Error::BadChunk("missing crlf after chunk data");
+        match buf[..] {
+            [] | [b'\r'] => Ok(Step::Yield(None)),
+            [b'\r', b'\n', ..] => {
+                let _ = buf.split_to(2);
+                self.state = ChunkState::SizeLine;
+                Ok(Step::Continue)
+            }
+            _ => Err(missing),
+        }
+    }
+
+    /// Consume one trailer line; an empty line ends the body. Trailers on a request carry
+    /// nothing a gRPC backend reads, so they are checked for shape and dropped.
+    fn read_trailer_line(
+        &mut self,
+        buf: &mut BytesMut,
+        section_bytes: usize,
+    ) -> Result<Step, Http1Error> {
+        let budget = TRAILER_SECTION_BYTES_MAX - section_bytes;
+        let Some(line_len) = find_line(buf, budget)? else {
+            if buf.len() >= budget {
+                return Err(Http1Error::BadChunk("trailer section too large"));
+            }
+            return Ok(Step::Yield(None));
+        };
+        if line_len == 0 {
+            let _ = buf.split_to(2);
+            self.state = ChunkState::Done;
+            return Ok(Step::Yield(Some(ChunkEvent::End)));
+        }
+        check_trailer_line(&buf[..line_len])?;
+        let _ = buf.split_to(line_len + 2);
+        self.state = ChunkState::Trailers {
+            section_bytes: section_bytes + line_len + 2,
+        };
+        Ok(Step::Continue)
+    }
+}
+
+/// Length of the CRLF-terminated line at the front of `buf` (without the CRLF), looking at no
+/// more than `line_bytes_max` bytes (CRLF included). A bare LF is an error: lenient LF handling
+/// in chunk framing is a known smuggling vector when the hop in front of us is strict.
+fn find_line(buf: &[u8], line_bytes_max: usize) -> Result<Option<usize>, Http1Error> {
+    let window = &buf[..buf.len().min(line_bytes_max)];
+    match window.iter().position(|&byte| byte == b'\n') {
+        None => Ok(None),
+        Some(lf) if lf > 0 && window[lf - 1] == b'\r' => Ok(Some(lf - 1)),
+        Some(_) => Err(Http1Error::BadChunk("bare lf in chunk framing")),
+    }
+}
+
+/// `chunk-size [ chunk-ext ]` (RFC 9112 §7.1): 1 to 16 hex digits, then optionally whitespace
+/// and `;`-introduced extensions, which are checked for stray control bytes and ignored.
+fn parse_chunk_size_line(line: &[u8]) -> Result<u64, Http1Error> {
+    let digit_count = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digit_count == 0 {
+        return Err(Http1Error::BadChunk("bad chunk size"));
+    }
+    if digit_count > CHUNK_SIZE_DIGITS_MAX {
+        return Err(Http1Error::BadChunk("chunk size too large"));
+    }
+    let (digits, extensions) = line.split_at(digit_count);
+    let chunk_bytes = digits.iter().fold(0u64, |size, &digit| {
+        (size << 4) | u64::from(hex_value(digit))
+    });
+    match trim_ows(extensions) {
+        [] if extensions.is_empty() => Ok(chunk_bytes),
+        [b';', rest @ ..] if rest.iter().all(|&b| is_field_byte(b)) => Ok(chunk_bytes),
+        _ => Err(Http1Error::BadChunk("bad chunk extension")),
+    }
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        b'A'..=b'F' => digit - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// A byte allowed in a field value or chunk extension: HTAB, SP, visible ASCII, or obs-text.
+/// Excludes NUL, CR, LF, the other controls and DEL.
+fn is_field_byte(byte: u8) -> bool {
+    byte == b'\t' || (b' '..=b'~').contains(&byte) || byte >= 0x80
+}
+
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// `field-name ":" OWS field-value OWS`. A leading space would be obsolete line folding and a
+/// space before the colon is the header-name confusion RFC 9112 §5.1 forbids; both fail the
+/// token check on the name.
+fn check_trailer_line(line: &[u8]) -> Result<(), Http1Error> {
+    let bad = Http1Error::BadChunk("bad trailer field");
+    let colon = line.iter().position(|&b| b == b':').ok_or(bad.clone())?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+        return Err(bad);
+    }
+    if !value.iter().all(|&b| is_field_byte(b)) {
+        return Err(bad);
+    }
+    Ok(())
+}
+
+/// The canonical reason phrase for the statuses ringway answers with; "Unknown" for others.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
     }
 }
 
 /// Append `HTTP/1.1 <status> <reason>\r\n`, each `name: value\r\n`, and the blank line to `out`.
 /// `version` selects the status line's version token.
+///
+/// A header whose name or value contains CR, LF or NUL is skipped: values can come from a
+/// backend, and writing them would let it split our response in two.
 pub fn encode_response_head(
     out: &mut BytesMut,
     version: Version,
     status: u16,
     headers: &[(&[u8], &[u8])],
 ) {
-    let _ = (out, version, status, headers);
-    todo!()
+    let reason = reason_phrase(status);
+    let headers_len: usize = headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    out.reserve(15 + reason.len() + headers_len + 2);
+    out.put_slice(match version {
+        Version::Http10 => b"HTTP/1.0 ",
+        Version::Http11 => b"HTTP/1.1 ",
+    });
+    put_status_code(out, status);
+    out.put_u8(b' ');
+    out.put_slice(reason.as_bytes());
+    out.put_slice(b"\r\n");
+    for &(name, value) in headers {
+        if has_line_break_or_nul(name) || has_line_break_or_nul(value) {
+            continue;
+        }
+        out.put_slice(name);
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn has_line_break_or_nul(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// Write `status` in decimal. Real statuses have three digits; any u16 is written correctly.
+fn put_status_code(out: &mut BytesMut, status: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    let mut rest = status;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[start..]);
 }
 
 /// The chunk-size line for a chunk of `len` bytes (`"<hex>\r\n"`), into a small stack buffer.
+/// Returns the buffer and how many of its bytes are the line. 18 bytes fit a 64-bit length.
 pub fn chunk_size_line(len: usize) -> ([u8; 18], usize) {
-    let _ = len;
-    todo!()
+    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut line = [0u8; 18];
+    let digit_count = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in line[..digit_count].iter_mut().enumerate() {
+        let shift = 4 * (digit_count - 1 - i);
+        *slot = HEX_DIGITS[(len >> shift) & 0xf];
+    }
+    line[digit_count] = b'\r';
+    line[digit_count + 1] = b'\n';
+    (line, digit_count + 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        header_bytes_max: 8 * 1024,
+        header_count_max: 64,
+    };
+
+    const BROWSER_HEAD: &[u8] = b"POST /echo.Echo/Say HTTP/1.1\r\n\
+        Host: api.example.com\r\n\
+        Content-Type: application/grpc-web+proto\r\n\
+        X-Grpc-Web: 1\r\n\
+        Content-Length: 5\r\n\
+        \r\n";
+
+    fn parse(bytes: &[u8]) -> Result<Option<RequestHead>, Http1Error> {
+        parse_request_head(&mut BytesMut::from(bytes), &LIMITS)
+    }
+
+    fn parse_ok(bytes: &[u8]) -> RequestHead {
+        match parse(bytes) {
+            Ok(Some(head)) => head,
+            other => panic!("expected a head, got {other:?}"),
+        }
+    }
+
+    fn parse_err(bytes: &[u8]) -> Http1Error {
+        match parse(bytes) {
+            Err(error) => error,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// A request with the given header lines (each without CRLF) and a Host header first.
+    fn with_headers(version: &str, lines: &[&str]) -> Vec<u8> {
+        let mut head = format!("POST / {version}\r\nHost: h\r\n");
+        for line in lines {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+
+    fn header_value<'a>(head: &'a RequestHead, name: &str) -> Option<&'a [u8]> {
+        head.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| &h.value[..])
+    }
+
+    /// Deterministic xorshift, so split tests are random-looking but reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    // ---- request heads: the happy path ----
+
+    #[test]
+    fn parses_browser_request() {
+        let head = parse_ok(BROWSER_HEAD);
+        assert_eq!(head.method, Method::Post);
+        assert_eq!(&head.path[..], b"/echo.Echo/Say");
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(head.headers.len(), 4);
+        assert_eq!(&head.headers[0].name[..], b"Host");
+        assert_eq!(head.body, BodyKind::Length(5));
+        assert!(head.keep_alive);
+        assert!(!head.expect_continue);
+        assert_eq!(head.host.as_deref(), Some(&b"api.example.com"[..]));
+        assert_eq!(
+            head.content_type.as_deref(),
+            Some(&b"application/grpc-web+proto"[..])
+        );
+    }
+
+    #[test]
+    fn head_is_zero_copy() {
+        let mut buf = BytesMut::from(BROWSER_HEAD);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let head = parse_request_head(&mut buf, &LIMITS).unwrap().unwrap();
+        let inside = |bytes: &Bytes| {
+            range.contains(&(bytes.as_ptr() as usize))
+                && bytes.as_ptr() as usize + bytes.len() <= range.end
+        };
+        assert!(inside(&head.path));
+        for header in &head.headers {
+            assert!(inside(&header.name) && inside(&header.value));
+        }
+        assert!(inside(head.host.as_ref().unwrap()));
+        assert!(inside(head.content_type.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn methods_are_case_sensitive_tokens() {
+        let head = parse_ok(b"OPTIONS / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(head.method, Method::Options);
+        let head = parse_ok(b"get / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(head.method, Method::Other(Bytes::from_static(b"get")));
+        let head = parse_ok(b"PATCH / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(head.method, Method::Other(Bytes::from_static(b"PATCH")));
+    }
+
+    #[test]
+    fn absolute_form_target_is_kept_as_sent() {
+        let head =
+            parse_ok(b"POST http://api.example.com/echo.Echo/Say HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(&head.path[..], b"http://api.example.com/echo.Echo/Say");
+    }
+
+    #[test]
+    fn incomplete_head_needs_more() {
+        assert_eq!(parse(b"").unwrap().map(|h| h.method), None);
+        assert!(parse(b"POST / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
+        assert!(parse(b"POST / HTTP/1.1\r\nHost: h\r\n\r")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn head_split_at_every_byte_needs_more_until_complete() {
+        for cut in 0..BROWSER_HEAD.len() {
+            let mut buf = BytesMut::from(&BROWSER_HEAD[..cut]);
+            assert!(
+                parse_request_head(&mut buf, &LIMITS).unwrap().is_none(),
+                "cut {cut}"
+            );
+            assert_eq!(buf.len(), cut, "nothing consumed while incomplete");
+            buf.extend_from_slice(&BROWSER_HEAD[cut..]);
+            let head = parse_request_head(&mut buf, &LIMITS).unwrap().unwrap();
+            assert_eq!(head.body, BodyKind::Length(5));
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_leave_the_rest_in_the_buffer() {
+        let mut input = BROWSER_HEAD.to_vec();
+        input.extend_from_slice(b"hello");
+        input.extend_from_slice(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\nGET /th");
+        let mut buf = BytesMut::from(&input[..]);
+        let first = parse_request_head(&mut buf, &LIMITS).unwrap().unwrap();
+        assert_eq!(&first.path[..], b"/echo.Echo/Say");
+        assert!(buf.starts_with(b"hello"));
+        let _ = buf.split_to(5);
+        let second = parse_request_head(&mut buf, &LIMITS).unwrap().unwrap();
+        assert_eq!(
+            (second.method, &second.path[..]),
+            (Method::Get, &b"/second"[..])
+        );
+        assert_eq!(&buf[..], b"GET /th");
+        assert!(parse_request_head(&mut buf, &LIMITS).unwrap().is_none());
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped_and_bounded() {
+        let head = parse_ok(b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(head.method, Method::Get);
+        let endless = b"\r\n".repeat(LIMITS.header_bytes_max);
+        assert_eq!(parse_err(&endless), Http1Error::HeadTooLarge);
+    }
+
+    // ---- versions, keep-alive, Expect ----
+
+    #[test]
+    fn only_http_10_and_11() {
+        assert_eq!(parse_ok(b"GET / HTTP/1.0\r\n\r\n").version, Version::Http10);
+        for bad in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GET / HTTP/1.2\r\n\r\n",
+            b"GET / http/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse_err(bad).status(), 400);
+        }
+        assert_eq!(parse_err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").status(), 400);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(parse_ok(&with_headers("HTTP/1.1", &[])).keep_alive);
+        assert!(!parse_ok(&with_headers("HTTP/1.1", &["Connection: close"])).keep_alive);
+        assert!(
+            !parse_ok(&with_headers(
+                "HTTP/1.1",
+                &["Connection: Upgrade ,\tCLOSE "]
+            ))
+            .keep_alive
+        );
+        assert!(
+            !parse_ok(&with_headers(
+                "HTTP/1.1",
+                &["Connection: te", "connection: close"]
+            ))
+            .keep_alive
+        );
+        assert!(parse_ok(&with_headers("HTTP/1.1", &["Connection: closed"])).keep_alive);
+        assert!(!parse_ok(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(parse_ok(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(parse_ok(b"GET / HTTP/1.0\r\nConnection: foo, keep-alive\r\n\r\n").keep_alive);
+        assert!(!parse_ok(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn expect_continue_on_11_only() {
+        assert!(parse_ok(&with_headers("HTTP/1.1", &["Expect: 100-Continue"])).expect_continue);
+        assert!(!parse_ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert_eq!(
+            parse_err(&with_headers("HTTP/1.1", &["Expect: 200-ok"])),
+            Http1Error::ExpectationFailed
+        );
+        assert_eq!(
+            parse_err(&with_headers("HTTP/1.1", &["Expect: 100-continue, x"])).status(),
+            417
+        );
+        // HTTP/1.0 expectations are ignored entirely.
+        assert!(!parse_ok(b"POST / HTTP/1.0\r\nExpect: 200-ok\r\n\r\n").expect_continue);
+    }
+
+    // ---- smuggling defences ----
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_rejected() {
+        for lines in [
+            &["Content-Length: 5", "Transfer-Encoding: chunked"][..],
+            &["Transfer-Encoding: chunked", "content-length: 0"],
+        ] {
+            let error = parse_err(&with_headers("HTTP/1.1", lines));
+            assert_eq!(
+                error,
+                Http1Error::Smuggling("content-length with transfer-encoding")
+            );
+            assert_eq!(error.status(), 400);
+        }
+    }
+
+    #[test]
+    fn content_length_values() {
+        let body =
+            |lines: &[&str]| parse(&with_headers("HTTP/1.1", lines)).map(|h| h.unwrap().body);
+        assert_eq!(body(&["Content-Length: 0"]), Ok(BodyKind::Empty));
+        assert_eq!(body(&[]), Ok(BodyKind::Empty));
+        assert_eq!(body(&["Content-Length: 007"]), Ok(BodyKind::Length(7)));
+        assert_eq!(body(&["Content-Length: 5, 5"]), Ok(BodyKind::Length(5)));
+        assert_eq!(
+            body(&["Content-Length: 5", "content-length: 5"]),
+            Ok(BodyKind::Length(5))
+        );
+        assert_eq!(
+            body(&["Content-Length: 18446744073709551615"]),
+            Ok(BodyKind::Length(u64::MAX))
+        );
+        for bad in [
+            "Content-Length: 5, 6",
+            "Content-Length: -5",
+            "Content-Length: +5",
+            "Content-Length: 5 5",
+            "Content-Length: 0x5",
+            "Content-Length: 5,",
+            "Content-Length: ,5",
+            "Content-Length: ",
+            "Content-Length: 18446744073709551616",
+            "Content-Length: 99999999999999999999999",
+        ] {
+            assert_eq!(body(&[bad]).unwrap_err().status(), 400, "{bad}");
+        }
+        assert_eq!(
+            body(&["Content-Length: 5", "Content-Length: 6"]),
+            Err(Http1Error::Smuggling("conflicting content-length values"))
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_must_be_exactly_chunked() {
+        let body =
+            |lines: &[&str]| parse(&with_headers("HTTP/1.1", lines)).map(|h| h.unwrap().body);
+        assert_eq!(body(&["Transfer-Encoding: chunked"]), Ok(BodyKind::Chunked));
+        assert_eq!(
+            body(&["transfer-encoding: \tCHUNKED "]),
+            Ok(BodyKind::Chunked)
+        );
+        let status = |line: &str| body(&[line]).unwrap_err().status();
+        assert_eq!(status("Transfer-Encoding: gzip, chunked"), 501);
+        assert_eq!(status("Transfer-Encoding: gzip"), 400);
+        assert_eq!(status("Transfer-Encoding: chunked, gzip"), 400);
+        assert_eq!(status("Transfer-Encoding: chunked, chunked"), 400);
+        assert_eq!(status("Transfer-Encoding: chunked,"), 400);
+        assert_eq!(status("Transfer-Encoding: ,chunked"), 400);
+        assert_eq!(status("Transfer-Encoding: "), 400);
+        assert_eq!(status("Transfer-Encoding: chunked;q=1"), 400);
+        assert_eq!(status("Transfer-Encoding: xchunked"), 400);
+        // Several fields form one list: two fields saying chunked is chunked applied twice.
+        let statuses = |lines: &[&str]| body(lines).unwrap_err().status();
+        assert_eq!(
+            statuses(&["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"]),
+            400
+        );
+        assert_eq!(
+            statuses(&["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"]),
+            501
+        );
+        assert_eq!(
+            statuses(&["Transfer-Encoding: chunked", "Transfer-Encoding: gzip"]),
+            400
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_on_http_10_is_rejected() {
+        assert_eq!(
+            parse_err(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Http1Error::Smuggling("transfer-encoding on http/1.0")
+        );
+    }
+
+    #[test]
+    fn obsolete_line_folding_is_rejected() {
+        let error = parse_err(b"POST / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n");
+        assert_eq!(error.status(), 400);
+        let error = parse_err(b"POST / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n\tb\r\n\r\n");
+        assert_eq!(error.status(), 400);
+        // A fold that would hide a Transfer-Encoding from a lenient hop.
+        let error =
+            parse_err(b"POST / HTTP/1.1\r\nHost: h\r\nX: y\r\n Transfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(error.status(), 400);
+    }
+
+    #[test]
+    fn whitespace_before_colon_is_rejected() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost : h\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding\t: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent Length: 5\r\n\r\n",
+        ] {
+            assert_eq!(parse_err(bad), Http1Error::Malformed("bad header name"));
+        }
+    }
+
+    #[test]
+    fn host_is_required_once_on_11() {
+        assert_eq!(
+            parse_err(b"GET / HTTP/1.1\r\n\r\n"),
+            Http1Error::Malformed("missing host header")
+        );
+        assert_eq!(
+            parse_err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+            Http1Error::Malformed("more than one host header")
+        );
+        assert_eq!(parse_ok(b"GET / HTTP/1.0\r\n\r\n").host, None);
+        // An empty Host is allowed (RFC 9110 §7.2) when the target has no authority.
+        assert_eq!(
+            parse_ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host.as_deref(),
+            Some(&b""[..])
+        );
+    }
+
+    #[test]
+    fn duplicate_content_type_is_rejected() {
+        let error = parse_err(&with_headers(
+            "HTTP/1.1",
+            &[
+                "Content-Type: application/grpc-web",
+                "Content-Type: application/grpc-web-text",
+            ],
+        ));
+        assert_eq!(error.status(), 400);
+    }
+
+    #[test]
+    fn control_bytes_in_values_are_rejected() {
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7fb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\0\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_err(bad).status(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // obs-text and HTAB are legal in values.
+        let head = parse_ok(b"GET / HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\tb\r\n\r\n");
+        assert_eq!(header_value(&head, "x"), Some(&b"caf\xc3\xa9\tb"[..]));
+    }
+
+    #[test]
+    fn bare_lf_in_head_is_rejected() {
+        for bad in [
+            &b"GET / HTTP/1.1\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\n\n",
+            b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_err(bad),
+                Http1Error::Malformed("bare lf in request head")
+            );
+        }
+    }
+
+    #[test]
+    fn bad_request_lines_are_rejected() {
+        for bad in [
+            &b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b" GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET\r\n\r\n",
+            b"\x00\x01\x02\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_err(bad).status(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_are_trimmed_of_ows() {
+        let head = parse_ok(b"GET / HTTP/1.1\r\nHost:  h \t\r\n\r\n");
+        assert_eq!(head.host.as_deref(), Some(&b"h"[..]));
+    }
+
+    // ---- limits ----
+
+    /// A GET head of exactly `len` bytes (len >= 40), padded with an `X-Pad` header.
+    fn head_of_len(len: usize) -> Vec<u8> {
+        let fixed = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: \r\n\r\n".len();
+        let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', len - fixed));
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(head.len(), len);
+        head
+    }
+
+    #[test]
+    fn head_bytes_limit_exactly_and_one_past() {
+        let limits = HeadLimits {
+            header_bytes_max: 100,
+            header_count_max: 8,
+        };
+        let at_limit = head_of_len(100);
+        assert!(
+            parse_request_head(&mut BytesMut::from(&at_limit[..]), &limits)
+                .unwrap()
+                .is_some()
+        );
+        let past_limit = head_of_len(101);
+        assert_eq!(
+            parse_request_head(&mut BytesMut::from(&past_limit[..]), &limits).unwrap_err(),
+            Http1Error::HeadTooLarge
+        );
+        // Incomplete: 99 buffered bytes could still end within 100; 100 without the end cannot.
+        assert!(
+            parse_request_head(&mut BytesMut::from(&past_limit[..99]), &limits)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            parse_request_head(&mut BytesMut::from(&past_limit[..100]), &limits).unwrap_err(),
+            Http1Error::HeadTooLarge
+        );
+        // A head at the limit followed by a body is fine: only the head counts.
+        let mut with_body = at_limit.clone();
+        with_body.extend_from_slice(&[b'z'; 500]);
+        let mut buf = BytesMut::from(&with_body[..]);
+        assert!(parse_request_head(&mut buf, &limits).unwrap().is_some());
+        assert_eq!(buf.len(), 500);
+    }
+
+    #[test]
+    fn header_count_limit_exactly_and_one_past() {
+        let limits = HeadLimits {
+            header_bytes_max: 8 * 1024,
+            header_count_max: 3,
+        };
+        let three = with_headers("HTTP/1.1", &["A: 1", "B: 2"]);
+        let four = with_headers("HTTP/1.1", &["A: 1", "B: 2", "C: 3"]);
+        assert_eq!(
+            parse_request_head(&mut BytesMut::from(&three[..]), &limits)
+                .unwrap()
+                .unwrap()
+                .headers
+                .len(),
+            3
+        );
+        let error = parse_request_head(&mut BytesMut::from(&four[..]), &limits).unwrap_err();
+        assert_eq!(
+            (error.clone(), error.status()),
+            (Http1Error::HeadTooLarge, 431)
+        );
+    }
+
+    #[test]
+    fn header_count_is_capped() {
+        let limits = HeadLimits {
+            header_bytes_max: 64 * 1024,
+            header_count_max: 10_000,
+        };
+        let lines: Vec<String> = (0..HEADER_COUNT_CAP).map(|i| format!("X-{i}: v")).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let too_many = with_headers("HTTP/1.1", &lines);
+        let error = parse_request_head(&mut BytesMut::from(&too_many[..]), &limits).unwrap_err();
+        assert_eq!(error, Http1Error::HeadTooLarge);
+        let just_enough = with_headers("HTTP/1.1", &lines[1..]);
+        let head = parse_request_head(&mut BytesMut::from(&just_enough[..]), &limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.headers.len(), HEADER_COUNT_CAP);
+    }
+
+    #[test]
+    fn zero_limits_reject_without_panicking() {
+        let limits = HeadLimits {
+            header_bytes_max: 0,
+            header_count_max: 0,
+        };
+        let error = parse_request_head(&mut BytesMut::from(BROWSER_HEAD), &limits).unwrap_err();
+        assert_eq!(error, Http1Error::HeadTooLarge);
+        let limits = HeadLimits {
+            header_bytes_max: 1024,
+            header_count_max: 0,
+        };
+        let error = parse_request_head(&mut BytesMut::from(BROWSER_HEAD), &limits).unwrap_err();
+        assert_eq!(error, Http1Error::HeadTooLarge);
+    }
+
+    // ---- chunked bodies ----
+
+    /// Decode `input` fed in pieces of the given lengths; returns the data and how it ended.
+    fn decode_in_pieces(
+        input: &[u8],
+        pieces: &mut dyn FnMut() -> usize,
+        body_bytes_max: u64,
+    ) -> (Vec<u8>, Result<Option<ChunkEvent>, Http1Error>, BytesMut) {
+        let mut decoder = ChunkedDecoder::new(body_bytes_max);
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        let mut data = Vec::new();
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(ChunkEvent::Data(bytes))) => {
+                    assert!(!bytes.is_empty(), "empty data event");
+                    data.extend_from_slice(&bytes);
+                }
+                Ok(None) if fed < input.len() => {
+                    let take = pieces().clamp(1, input.len() - fed);
+                    buf.extend_from_slice(&input[fed..fed + take]);
+                    fed += take;
+                }
+                Ok(None) => return (data, Ok(None), buf),
+                end => return (data, end, buf),
+            }
+        }
+    }
+
+    fn decode_all(input: &[u8]) -> (Vec<u8>, Result<Option<ChunkEvent>, Http1Error>, BytesMut) {
+        decode_in_pieces(input, &mut || usize::MAX, 1 << 20)
+    }
+
+    fn chunk_err(input: &[u8]) -> Http1Error {
+        match decode_all(input).1 {
+            Err(error) => error,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    const CHUNKED_BODY: &[u8] =
+        b"5\r\nhello\r\n1;name=value\r\n \r\nA \t; a=\"quoted\"\r\n0123456789\r\n\
+        0\r\nX-Trailer: yes\r\nChecksum: abc\r\n\r\n";
+    const CHUNKED_DATA: &[u8] = b"hello 0123456789";
+
+    #[test]
+    fn decodes_chunks_extensions_and_trailers() {
+        let (data, end, rest) = decode_all(CHUNKED_BODY);
+        assert_eq!(data, CHUNKED_DATA);
+        assert_eq!(end, Ok(Some(ChunkEvent::End)));
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn chunked_split_at_every_byte_boundary() {
+        for cut in 0..=CHUNKED_BODY.len() {
+            let mut first = true;
+            let mut pieces = || {
+                if std::mem::take(&mut first) {
+                    cut
+                } else {
+                    usize::MAX
+                }
+            };
+            let (data, end, _) = decode_in_pieces(CHUNKED_BODY, &mut pieces, 1 << 20);
+            assert_eq!(
+                (data, end),
+                (CHUNKED_DATA.to_vec(), Ok(Some(ChunkEvent::End))),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_one_byte_at_a_time() {
+        let (data, end, _) = decode_in_pieces(CHUNKED_BODY, &mut || 1, 1 << 20);
+        assert_eq!(
+            (data, end),
+            (CHUNKED_DATA.to_vec(), Ok(Some(ChunkEvent::End)))
+        );
+    }
+
+    #[test]
+    fn chunked_random_splits() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..500 {
+            let (data, end, _) = decode_in_pieces(CHUNKED_BODY, &mut || rng.below(12) + 1, 1 << 20);
+            assert_eq!(
+                (data, end),
+                (CHUNKED_DATA.to_vec(), Ok(Some(ChunkEvent::End)))
+            );
+        }
+        // Errors, too, do not depend on where the input was split.
+        let bad = b"5\r\nhello\r\n3\r\nabcX\r\n";
+        for _ in 0..100 {
+            let (_, end, _) = decode_in_pieces(bad, &mut || rng.below(4) + 1, 1 << 20);
+            assert_eq!(
+                end,
+                Err(Http1Error::BadChunk("missing crlf after chunk data"))
+            );
+        }
+    }
+
+    #[test]
+    fn data_is_returned_early_and_never_past_the_chunk() {
+        let mut decoder = ChunkedDecoder::new(100);
+        let mut buf = BytesMut::from(&b"a\r\nhel"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Some(ChunkEvent::Data(Bytes::from_static(b"hel"))))
+        );
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"lo worldXX\r\n");
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Some(ChunkEvent::Data(Bytes::from_static(b"lo worl"))))
+        );
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(Http1Error::BadChunk("missing crlf after chunk data"))
+        );
+        // Errors are sticky.
+        assert_eq!(
+            decoder.decode(&mut BytesMut::from(&b"0\r\n\r\n"[..])),
+            Err(Http1Error::BadChunk("missing crlf after chunk data"))
+        );
+    }
+
+    #[test]
+    fn chunk_data_is_zero_copy() {
+        let mut buf = BytesMut::from(&b"5\r\nhello\r\n"[..]);
+        let start = buf.as_ptr() as usize;
+        let mut decoder = ChunkedDecoder::new(100);
+        let Ok(Some(ChunkEvent::Data(data))) = decoder.decode(&mut buf) else {
+            panic!("expected data")
+        };
+        assert_eq!(data.as_ptr() as usize, start + 3);
+    }
+
+    #[test]
+    fn end_leaves_pipelined_bytes_and_repeats() {
+        let mut decoder = ChunkedDecoder::new(100);
+        let mut buf = BytesMut::from(&b"0\r\n\r\nGET / HTTP/1.1\r\n"[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(ChunkEvent::End)));
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(ChunkEvent::End)));
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn bad_chunk_sizes() {
+        for bad in [
+            &b"\r\n"[..],
+            b"g\r\n",
+            b"-1\r\n",
+            b"+1\r\n",
+            b" 1\r\n",
+            b"0x1\r\n",
+            b"1 \r\n",
+            b"1 2\r\n",
+            b"1\0\r\n",
+            b"1\r\r\n",
+        ] {
+            assert_eq!(
+                chunk_err(bad).status(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            chunk_err(b"10000000000000000\r\n"),
+            Http1Error::BadChunk("chunk size too large")
+        );
+        assert_eq!(
+            chunk_err(b"00000000000000000\r\n"),
+            Http1Error::BadChunk("chunk size too large")
+        );
+        // 16 digits are accepted and only then fail the body limit.
+        assert_eq!(chunk_err(b"ffffffffffffffff\r\n"), Http1Error::BodyTooLarge);
+        assert_eq!(decode_all(b"0000000000000001\r\nx\r\n0\r\n\r\n").0, b"x");
+    }
+
+    #[test]
+    fn bad_chunk_extensions() {
+        assert_eq!(chunk_err(b"1;a\x01\r\n").status(), 400);
+        assert_eq!(chunk_err(b"1;a\x7f\r\n").status(), 400);
+        assert_eq!(chunk_err(b"1 x\r\n").status(), 400);
+        assert_eq!(
+            decode_all(b"1 ; ext\r\nx\r\n0;last\r\n\r\n").1,
+            Ok(Some(ChunkEvent::End))
+        );
+    }
+
+    #[test]
+    fn bare_lf_in_chunk_framing_is_rejected() {
+        let bare_lf = Http1Error::BadChunk("bare lf in chunk framing");
+        assert_eq!(chunk_err(b"5\nhello\r\n"), bare_lf);
+        assert_eq!(chunk_err(b"\n"), bare_lf);
+        assert_eq!(chunk_err(b"5\r\nhello\r\n0\r\n\n"), bare_lf);
+        assert_eq!(chunk_err(b"0\r\nX: y\n\r\n"), bare_lf);
+        assert_eq!(chunk_err(b"5\r\nhello\n0\r\n\r\n").status(), 400);
+        assert_eq!(chunk_err(b"5\r\nhello\r0\r\n\r\n").status(), 400);
+    }
+
+    #[test]
+    fn size_line_limit_exactly_and_one_past() {
+        // A line of exactly CHUNK_SIZE_LINE_BYTES_MAX bytes, CRLF included.
+        let mut at_limit = b"1;".to_vec();
+        at_limit.resize(CHUNK_SIZE_LINE_BYTES_MAX - 2, b'x');
+        at_limit.extend_from_slice(b"\r\nz\r\n0\r\n\r\n");
+        assert_eq!(decode_all(&at_limit).1, Ok(Some(ChunkEvent::End)));
+        let mut past = b"1;".to_vec();
+        past.resize(CHUNK_SIZE_LINE_BYTES_MAX - 1, b'x');
+        past.extend_from_slice(b"\r\nz\r\n0\r\n\r\n");
+        assert_eq!(
+            chunk_err(&past),
+            Http1Error::BadChunk("chunk size line too long")
+        );
+        // An endless line without LF is refused once the limit is buffered.
+        let endless = vec![b'1'; CHUNK_SIZE_LINE_BYTES_MAX];
+        assert_eq!(chunk_err(&endless).status(), 400);
+        assert_eq!(
+            decode_all(&endless[..CHUNK_SIZE_LINE_BYTES_MAX - 1]).1,
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn trailer_section_limit_exactly_and_one_past() {
+        // The section is one trailer line plus the final CRLF.
+        let trailer_with_len = |section_len: usize| {
+            let mut body = b"0\r\nX: ".to_vec();
+            body.resize(3 + section_len - 4, b'v');
+            body.extend_from_slice(b"\r\n\r\n");
+            body
+        };
+        let at_limit = trailer_with_len(TRAILER_SECTION_BYTES_MAX);
+        assert_eq!(decode_all(&at_limit).1, Ok(Some(ChunkEvent::End)));
+        assert_eq!(
+            decode_in_pieces(&at_limit, &mut || 7, 100).1,
+            Ok(Some(ChunkEvent::End))
+        );
+        let past = trailer_with_len(TRAILER_SECTION_BYTES_MAX + 1);
+        assert_eq!(
+            chunk_err(&past),
+            Http1Error::BadChunk("trailer section too large")
+        );
+        assert_eq!(
+            decode_in_pieces(&past, &mut || 7, 100).1,
+            Err(Http1Error::BadChunk("trailer section too large"))
+        );
+        // Many small trailer lines count toward the same section limit.
+        let mut many = b"0\r\n".to_vec();
+        for _ in 0..TRAILER_SECTION_BYTES_MAX / 6 + 1 {
+            many.extend_from_slice(b"A: b\r\n");
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            chunk_err(&many),
+            Http1Error::BadChunk("trailer section too large")
+        );
+    }
+
+    #[test]
+    fn bad_trailer_lines() {
+        for bad in [
+            &b"0\r\nno colon\r\n\r\n"[..],
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX : y\r\n\r\n",
+            b"0\r\n folded: y\r\n\r\n",
+            b"0\r\nX: a\0b\r\n\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
+        ] {
+            assert_eq!(
+                chunk_err(bad),
+                Http1Error::BadChunk("bad trailer field"),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn body_limit_exactly_and_one_past() {
+        let body = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let (data, end, _) = decode_in_pieces(body, &mut || usize::MAX, 5);
+        assert_eq!((data, end), (b"abcde".to_vec(), Ok(Some(ChunkEvent::End))));
+        let (data, end, _) = decode_in_pieces(body, &mut || usize::MAX, 4);
+        assert_eq!(end, Err(Http1Error::BodyTooLarge));
+        assert_eq!(end.unwrap_err().status(), 413);
+        assert!(data.len() <= 4);
+        // Sizes that would overflow the running total are refused, not wrapped.
+        // Reaching that total for real takes 2^64 bytes, so start the decoder near it.
+        let mut decoder = ChunkedDecoder::new(u64::MAX);
+        decoder.body_bytes_announced = u64::MAX - 1;
+        let mut buf = BytesMut::from(&b"2\r\nab\r\n"[..]);
+        assert_eq!(decoder.decode(&mut buf), Err(Http1Error::BodyTooLarge));
+    }
+
+    #[test]
+    fn missing_crlf_after_data() {
+        assert_eq!(
+            chunk_err(b"1\r\nxy"),
+            Http1Error::BadChunk("missing crlf after chunk data")
+        );
+        assert_eq!(
+            chunk_err(b"1\r\nx\rx"),
+            Http1Error::BadChunk("missing crlf after chunk data")
+        );
+        assert_eq!(decode_all(b"1\r\nx\r").1, Ok(None));
+    }
+
+    // ---- responses ----
+
+    #[test]
+    fn encodes_response_heads() {
+        let mut out = BytesMut::new();
+        encode_response_head(
+            &mut out,
+            Version::Http11,
+            200,
+            &[
+                (b"content-type", b"application/grpc-web+proto"),
+                (b"transfer-encoding", b"chunked"),
+            ],
+        );
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        out.clear();
+        encode_response_head(&mut out, Version::Http10, 431, &[]);
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n"
+        );
+        out.clear();
+        encode_response_head(&mut out, Version::Http11, 599, &[]);
+        assert_eq!(&out[..], b"HTTP/1.1 599 Unknown\r\n\r\n");
+        out.clear();
+        encode_response_head(&mut out, Version::Http11, 7, &[]);
+        assert_eq!(&out[..], b"HTTP/1.1 7 Unknown\r\n\r\n");
+    }
+
+    #[test]
+    fn response_headers_cannot_split_the_response() {
+        let mut out = BytesMut::new();
+        encode_response_head(
+            &mut out,
+            Version::Http11,
+            502,
+            &[
+                (b"x-a", b"1\r\n\r\nHTTP/1.1 200 OK"),
+                (b"x\nb", b"2"),
+                (b"x-c", b"3\0"),
+                (b"x-d", b"4"),
+            ],
+        );
+        assert_eq!(&out[..], b"HTTP/1.1 502 Bad Gateway\r\nx-d: 4\r\n\r\n");
+    }
+
+    #[test]
+    fn every_error_maps_to_a_status_and_reason() {
+        let errors = [
+            Http1Error::Malformed("bad header name"),
+            Http1Error::Smuggling("content-length with transfer-encoding"),
+            Http1Error::HeadTooLarge,
+            Http1Error::BadChunk("bad chunk size"),
+            Http1Error::BodyTooLarge,
+            Http1Error::NotImplemented("unsupported transfer coding"),
+            Http1Error::ExpectationFailed,
+        ];
+        let statuses: Vec<u16> = errors.iter().map(Http1Error::status).collect();
+        assert_eq!(statuses, [400, 400, 431, 400, 413, 501, 417]);
+        for error in &errors {
+            assert!(!error.reason().is_empty());
+            assert_ne!(reason_phrase(error.status()), "Unknown");
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        let line = |len: usize| {
+            let (bytes, n) = chunk_size_line(len);
+            bytes[..n].to_vec()
+        };
+        assert_eq!(line(0), b"0\r\n");
+        assert_eq!(line(5), b"5\r\n");
+        assert_eq!(line(255), b"ff\r\n");
+        assert_eq!(line(0x10000), b"10000\r\n");
+        assert_eq!(line(usize::MAX), format!("{:x}\r\n", usize::MAX).as_bytes());
+        // Our own encoder and decoder agree.
+        let mut buf = BytesMut::from(&line(4096)[..]);
+        buf.extend_from_slice(&[b'q'; 4096]);
+        buf.extend_from_slice(b"\r\n0\r\n\r\n");
+        let (data, end, _) = decode_all(&buf);
+        assert_eq!((data.len(), end), (4096, Ok(Some(ChunkEvent::End))));
+    }
 }
 
 // --- Response head writing, piece by piece, so callers never build a header list. ---
