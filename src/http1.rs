@@ -788,38 +788,56 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Append `HTTP/1.1 <status> <reason>\r\n`, each `name: value\r\n`, and the blank line to `out`.
 /// `version` selects the status line's version token.
-///
-/// A header whose name or value contains CR, LF or NUL is skipped: values can come from a
-/// backend, and writing them would let it split our response in two.
 pub fn encode_response_head(
     out: &mut BytesMut,
     version: Version,
     status: u16,
     headers: &[(&[u8], &[u8])],
 ) {
-    let reason = reason_phrase(status);
-    let headers_len: usize = headers
-        .iter()
-        .map(|(name, value)| name.len() + value.len() + 4)
-        .sum();
-    out.reserve(15 + reason.len() + headers_len + 2);
+    write_status_line(out, version, status);
+    for &(name, value) in headers {
+        write_header(out, name, value);
+    }
+    finish_head(out);
+}
+
+/// Append `HTTP/1.x <status> <reason>\r\n`: the first piece of a head written piece by piece,
+/// so callers never build a header list.
+pub fn write_status_line(out: &mut BytesMut, version: Version, status: u16) {
     out.put_slice(match version {
         Version::Http10 => b"HTTP/1.0 ",
         Version::Http11 => b"HTTP/1.1 ",
     });
-    put_status_code(out, status);
+    put_decimal(out, u64::from(status));
     out.put_u8(b' ');
-    out.put_slice(reason.as_bytes());
+    out.put_slice(reason_phrase(status).as_bytes());
     out.put_slice(b"\r\n");
-    for &(name, value) in headers {
-        if has_line_break_or_nul(name) || has_line_break_or_nul(value) {
-            continue;
-        }
-        out.put_slice(name);
-        out.put_slice(b": ");
-        out.put_slice(value);
-        out.put_slice(b"\r\n");
+}
+
+/// Append `name: value\r\n`.
+///
+/// A header whose name or value contains CR, LF or NUL is skipped: values can come from a
+/// backend, and writing them would let it split our response in two.
+pub fn write_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    if has_line_break_or_nul(name) || has_line_break_or_nul(value) {
+        return;
     }
+    out.reserve(name.len() + value.len() + 4);
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Append `content-length: <n>\r\n` without allocating.
+pub fn write_content_length(out: &mut BytesMut, length: usize) {
+    out.put_slice(b"content-length: ");
+    put_decimal(out, length as u64);
+    out.put_slice(b"\r\n");
+}
+
+/// Append the blank line that ends a head.
+pub fn finish_head(out: &mut BytesMut) {
     out.put_slice(b"\r\n");
 }
 
@@ -827,11 +845,11 @@ fn has_line_break_or_nul(bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
 }
 
-/// Write `status` in decimal. Real statuses have three digits; any u16 is written correctly.
-fn put_status_code(out: &mut BytesMut, status: u16) {
-    let mut digits = [0u8; 5];
+/// Write `n` in decimal without allocating.
+fn put_decimal(out: &mut BytesMut, n: u64) {
+    let mut digits = [0u8; 20];
     let mut start = digits.len();
-    let mut rest = status;
+    let mut rest = n;
     loop {
         start -= 1;
         digits[start] = b'0' + (rest % 10) as u8;
@@ -1797,41 +1815,4 @@ mod tests {
         let (data, end, _) = decode_all(&buf);
         assert_eq!((data.len(), end), (4096, Ok(Some(ChunkEvent::End))));
     }
-}
-
-// --- Response head writing, piece by piece, so callers never build a header list. ---
-
-/// Append `HTTP/1.x <status> <reason>\r\n`.
-pub fn write_status_line(out: &mut BytesMut, version: Version, status: u16) {
-    let _ = (out, version, status);
-    todo!()
-}
-
-/// Append `name: value\r\n`.
-pub fn write_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Append `content-length: <n>\r\n` without allocating.
-pub fn write_content_length(out: &mut BytesMut, length: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = length;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    write_header(out, b"content-length", &digits[at..]);
-}
-
-/// Append the blank line that ends a head.
-pub fn finish_head(out: &mut BytesMut) {
-    out.extend_from_slice(b"\r\n");
 }

@@ -1,0 +1,319 @@
+//! Shared test harness: start ringway in-process on loopback under a chosen io driver, talk to
+//! it with a raw HTTP/1.1 client that writes exact bytes, and parse what comes back (status,
+//! headers, chunked body, gRPC-Web frames) strictly, so a framing mistake fails the test.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ringway::config::Config;
+use ringway::grpc_web::{Base64Decoder, Frame, FrameParser};
+use ringway::worker::Server;
+
+/// Both io drivers; every integration test runs under each, as monoio's own CI does.
+pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
+
+/// How long a raw client waits for bytes before the test fails (a hang, not a timing check).
+pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Start ringway on 127.0.0.1:0 with one worker, the given driver and upstreams, plus extra flags.
+pub fn start_proxy(driver: &str, upstreams: &[SocketAddr], extra: &[&str]) -> Server {
+    let upstream = upstreams
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args = vec![
+        "ringway",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--io-driver",
+        driver,
+        "--upstream",
+        &upstream,
+    ];
+    args.extend_from_slice(extra);
+    let config = Config::from_args(args).expect("test flags parse");
+    Server::start(&config).expect("proxy starts")
+}
+
+/// An address where nothing listens: bind an ephemeral port, then release it.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect to proxy");
+    stream.set_read_timeout(Some(CLIENT_READ_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// A gRPC length-prefixed message frame.
+pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// A binary gRPC-Web unary request with a Content-Length body.
+pub fn grpc_web_request(path: &str, extra_headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: test.local\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A parsed HTTP/1.x response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub version: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The decoded body (chunked framing removed).
+    pub body: Vec<u8>,
+    /// How the body was delimited: "chunked", "length" or "close".
+    pub framing: &'static str,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body's gRPC-Web frames (text mode: base64-decoded first).
+    pub fn frames(&self) -> Vec<Frame> {
+        let raw = if self
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/grpc-web-text"))
+        {
+            let mut decoded = BytesMut::new();
+            let mut decoder = Base64Decoder::new();
+            decoder.decode(&self.body, &mut decoded).expect("valid base64");
+            decoder.finish(&mut decoded).expect("valid base64 end");
+            decoded
+        } else {
+            BytesMut::from(&self.body[..])
+        };
+        parse_frames(raw)
+    }
+
+    /// Message payloads, in order.
+    pub fn messages(&self) -> Vec<Bytes> {
+        self.frames()
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Message { data, .. } => Some(data),
+                Frame::Trailers(_) => None,
+            })
+            .collect()
+    }
+
+    /// The trailer frame's fields, lower-case names.
+    pub fn trailers(&self) -> Vec<(String, String)> {
+        self.frames()
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Trailers(t) => Some(t),
+                Frame::Message { .. } => None,
+            })
+            .flatten()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(&n).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn trailer(&self, name: &str) -> Option<String> {
+        self.trailers()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// grpc-status from the trailer frame, or from the headers for a trailers-only reply.
+    pub fn grpc_status(&self) -> Option<u32> {
+        self.trailer("grpc-status")
+            .or_else(|| self.header("grpc-status").map(str::to_owned))
+            .map(|s| s.parse().expect("numeric grpc-status"))
+    }
+}
+
+pub fn parse_frames(mut raw: BytesMut) -> Vec<Frame> {
+    let mut parser = FrameParser::new(64 * 1024 * 1024);
+    let mut frames = Vec::new();
+    while let Some(frame) = parser.parse(&mut raw).expect("well-formed gRPC-Web frames") {
+        frames.push(frame);
+    }
+    assert!(raw.is_empty(), "trailing bytes after the last frame: {raw:?}");
+    frames
+}
+
+/// Reads responses from one connection, keeping bytes that belong to the next response.
+pub struct Reader {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    pub fn new(stream: TcpStream) -> Self {
+        Reader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to proxy");
+    }
+
+    /// Read more; returns false on EOF.
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("reading from proxy: {e}"),
+        }
+    }
+
+    /// Bytes until `delimiter` (included), reading as needed.
+    pub fn read_until(&mut self, delimiter: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(at) = find(&self.buf, delimiter) {
+                return self.buf.drain(..at + delimiter.len()).collect();
+            }
+            assert!(self.fill(), "EOF before {delimiter:?}; have {:?}", String::from_utf8_lossy(&self.buf));
+        }
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill(), "EOF with {} of {n} bytes", self.buf.len());
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Everything until the peer closes.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        while self.fill() {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// True when the peer closed the connection with nothing more to read.
+    pub fn is_closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill()
+    }
+
+    /// The head of the next response (status line and headers).
+    pub fn read_head(&mut self) -> (String, u16, Vec<(String, String)>) {
+        let head = self.read_until(b"\r\n\r\n");
+        let head = String::from_utf8(head).expect("ASCII head");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap().to_owned();
+        let status = parts.next().unwrap().parse().expect("numeric status");
+        let headers = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("header line has a colon");
+                (n.to_ascii_lowercase(), v.trim().to_owned())
+            })
+            .collect();
+        (version, status, headers)
+    }
+
+    /// One chunk of a chunked body: `Some(data)`, or `None` for the last chunk (and its CRLF).
+    pub fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        let line = self.read_until(b"\r\n");
+        let size = usize::from_str_radix(std::str::from_utf8(&line[..line.len() - 2]).unwrap(), 16)
+            .expect("hex chunk size");
+        if size == 0 {
+            assert_eq!(self.read_exact(2), b"\r\n", "no trailer section after the last chunk");
+            return None;
+        }
+        let data = self.read_exact(size);
+        assert_eq!(self.read_exact(2), b"\r\n", "chunk data ends with CRLF");
+        Some(data)
+    }
+
+    /// The next whole response. Skips nothing: a `100 Continue` is returned as its own response.
+    pub fn read_response(&mut self) -> Response {
+        let (version, status, headers) = self.read_head();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let (body, framing) = if status == 100 || status == 204 {
+            (Vec::new(), "length")
+        } else if get("transfer-encoding").as_deref() == Some("chunked") {
+            let mut body = Vec::new();
+            while let Some(chunk) = self.read_chunk() {
+                body.extend_from_slice(&chunk);
+            }
+            (body, "chunked")
+        } else if let Some(length) = get("content-length") {
+            (self.read_exact(length.parse().expect("numeric content-length")), "length")
+        } else {
+            (self.read_to_end(), "close")
+        };
+        Response {
+            version,
+            status,
+            headers,
+            body,
+            framing,
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Send one request on a fresh connection and read one response.
+pub fn roundtrip(proxy: SocketAddr, request: &[u8]) -> Response {
+    let mut reader = Reader::new(connect(proxy));
+    reader.write(request);
+    reader.read_response()
+}
+
+/// Poll `check` until it holds, for at most `limit`: waits for an effect, never measures speed.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check()
+}
