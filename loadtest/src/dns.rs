@@ -50,8 +50,9 @@
 //! # Shape
 //!
 //! [`DnsServer::start`] binds UDP and TCP on the same port synchronously, then serves on its
-//! own thread with a current-thread tokio runtime. Turning bytes into a response
-//! ([`respond`]) is sans-IO; the socket loops only move bytes and count.
+//! own thread with a current-thread tokio runtime. Turning bytes into a response is sans-IO
+//! ([`parse_request`] → [`Zones::respond`] or [`fault_response`] → [`encode_within`]), so unit
+//! tests feed it hostile bytes directly; the socket loops only move bytes and count.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -1142,6 +1143,42 @@ mod tests {
         let mut looped = good[..12].to_vec();
         looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
         assert!(matches!(parse_request(&looped), Request::Reject(_)));
+    }
+
+    #[test]
+    fn mutated_packets_never_panic() {
+        // A deterministic xorshift stream mutating a good query with EDNS: a few bytes
+        // overwritten, then cut short or extended, so most packets get past the header.
+        let zones = zones();
+        let mut good = query("svc-a.default.svc.cluster.local.", RecordType::A);
+        good.edns = Some(Edns::new());
+        let good = good.to_vec().unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let mut packet = good.clone();
+            for _ in 0..1 + next() % 3 {
+                let index = next() % packet.len();
+                packet[index] = next() as u8;
+            }
+            match next() % 4 {
+                0 => packet.truncate(next() % (good.len() + 1)),
+                1 => packet.extend((0..next() % 32).map(|_| next() as u8)),
+                _ => {}
+            }
+            if let Request::Query(request) = parse_request(&packet) {
+                parsed += 1;
+                let _ = encode_within(zones.respond(&request), 64);
+                let _ = fault_response(&request, Mode::ServFail).map(|m| m.to_vec());
+            }
+        }
+        assert!(parsed > 1_000, "only {parsed} mutated packets parsed");
     }
 
     #[test]
