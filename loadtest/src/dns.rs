@@ -14,16 +14,20 @@
 //! queries with its IPv6 addresses, in the order given (`ANY` gets both). Names compare
 //! case-insensitively and are always absolute (a missing trailing dot is implied).
 //!
-//! | Query                                                         | Answer                          |
-//! |---------------------------------------------------------------|---------------------------------|
-//! | a name with addresses of the asked family                     | `NOERROR`, `AA`, the records    |
-//! | a name that exists (set, apex, or parent of a set name) but has no record of the type | `NOERROR`, `AA`, no answers, zone `SOA` in authority (NODATA) |
-//! | `SOA` at a zone apex                                          | `NOERROR`, `AA`, the `SOA`      |
-//! | a name under a zone that does not exist                       | `NXDOMAIN`, `AA`, zone `SOA`    |
-//! | a name outside every zone, or a class other than `IN`         | `REFUSED`                       |
-//! | an opcode other than `QUERY`                                  | `NOTIMP`                        |
-//! | a message that is not exactly one well-formed question        | `FORMERR` (no question echoed)  |
-//! | a packet shorter than a header, or a response                 | nothing                         |
+//! | Query                                           | Answer                           |
+//! |-------------------------------------------------|----------------------------------|
+//! | a name with addresses of the asked family       | `NOERROR`, `AA`, the records     |
+//! | an existing name\* without records of that type | `NOERROR`, `AA`, zone `SOA` only |
+//! | `SOA` at a zone apex                            | `NOERROR`, `AA`, the `SOA`       |
+//! | a name under a zone that does not exist         | `NXDOMAIN`, `AA`, zone `SOA`     |
+//! | a name outside every zone, or a class but `IN`  | `REFUSED`                        |
+//! | an opcode other than `QUERY`                    | `NOTIMP`                         |
+//! | anything but one well-formed question           | `FORMERR`, no question           |
+//! | shorter than a header, or a response            | nothing                          |
+//!
+//! \* A name exists if it is set (even to no addresses), a zone apex, or a parent of a set name
+//! (`svc.cluster.local.` when `a.default.svc.cluster.local.` is set); its negative answer is
+//! NODATA.
 //!
 //! The `SOA`'s TTL and `MINIMUM` are the negative-caching TTL (RFC 2308); its serial counts
 //! record changes. There are no `NS` records. A query with an EDNS OPT record gets one back
@@ -63,7 +67,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -368,9 +374,14 @@ impl Zones {
         self.negative_ttl_s = ttl_s;
     }
 
-    /// The response to a well-formed query (see [`parse_request`]) in [`Mode::Normal`].
+    /// The response to a well-formed query (see [`parse_request`]) in [`Mode::Normal`]; a
+    /// message without a question gets `FORMERR`.
     pub fn respond(&self, request: &Message) -> Message {
         let mut response = response_to(request);
+        let Some(query) = request.queries.first() else {
+            response.metadata.response_code = ResponseCode::FormErr;
+            return response;
+        };
         if let Some(edns) = &request.edns {
             let mut ours = Edns::new();
             ours.set_max_payload(self.edns_payload_bytes_max);
@@ -380,7 +391,6 @@ impl Zones {
                 return response;
             }
         }
-        let query = &request.queries[0];
         let Some(apex) = self.apex_of(&query.name) else {
             response.metadata.response_code = ResponseCode::Refused;
             return response;
@@ -588,7 +598,7 @@ pub fn encode_within(
 
 /// The bytes to send back for `bytes` received over `transport` from `source`, or `None` to
 /// stay silent. Counts everything in `shared`.
-fn respond(
+fn answer_bytes(
     shared: &Shared,
     transport: Transport,
     source: SocketAddr,
@@ -598,7 +608,8 @@ fn respond(
     let request = match parse_request(bytes) {
         Request::Query(request) => request,
         Request::Reject(response) => {
-            debug!(?transport, %source, bytes = bytes.len(), code = %response.metadata.response_code, "rejected DNS message");
+            let code = response.metadata.response_code;
+            debug!(?transport, %source, bytes = bytes.len(), %code, "rejected DNS message");
             let mut stats = lock(&shared.stats);
             if mode == Mode::Drop {
                 stats.counters.dropped += 1;
@@ -613,7 +624,10 @@ fn respond(
             return None;
         }
     };
-    lock(&shared.stats).count_query(transport, source, &request);
+    if let Some(question) = request.queries.first() {
+        let id = request.metadata.id;
+        lock(&shared.stats).count_query(transport, source, id, question);
+    }
     let response = match mode {
         Mode::Normal => lock(&shared.zones).respond(&request),
         Mode::Drop => {
@@ -822,8 +836,7 @@ struct StatsState {
 }
 
 impl StatsState {
-    fn count_query(&mut self, transport: Transport, source: SocketAddr, request: &Message) {
-        let query = &request.queries[0];
+    fn count_query(&mut self, transport: Transport, source: SocketAddr, id: u16, query: &Query) {
         let name = query.name.to_lowercase().to_ascii();
         let counters = &mut self.counters;
         match transport {
@@ -847,7 +860,7 @@ impl StatsState {
         self.recent.push_back(QueryRecord {
             transport,
             source,
-            id: request.metadata.id,
+            id,
             name,
             query_type: query.query_type,
         });
@@ -914,7 +927,7 @@ async fn serve_udp(udp: UdpSocket, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(reply) = respond(&shared, Transport::Udp, source, &buffer[..len]) else {
+        let Some(reply) = answer_bytes(&shared, Transport::Udp, source, &buffer[..len]) else {
             continue;
         };
         if let Err(error) = udp.send_to(&reply, source).await {
@@ -970,7 +983,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<S
             Ok(Ok(_)) => {}
             Ok(Err(_)) | Err(_) => return,
         }
-        let Some(reply) = respond(&shared, Transport::Tcp, peer, &query) else {
+        let Some(reply) = answer_bytes(&shared, Transport::Tcp, peer, &query) else {
             continue;
         };
         // `encode_within` keeps replies within TCP_MESSAGE_BYTES_MAX, so the length fits.
@@ -1001,7 +1014,6 @@ impl Drop for OpenConnection<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::Query;
 
     fn zones() -> Zones {
         let mut zones = Zones::new(&DnsServerConfig::default()).unwrap();
