@@ -41,7 +41,7 @@
 //! size (at least 512) capped by [`DnsServerConfig::edns_payload_bytes_max`] — is cut down to
 //! the answers that fit, whole records only, with `TC` set so the client retries over TCP.
 //! Over TCP (2-byte length prefix, any number of queries per connection, answered in order)
-//! everything is sent, up to the 65,535-byte message limit.
+//! everything is sent, up to the 65,535-byte message limit (see [`ADDRS_PER_NAME_MAX`]).
 //!
 //! # Faults and observation
 //!
@@ -93,8 +93,12 @@ pub const TCP_CONNECTIONS_MAX_DEFAULT: usize = 256;
 /// How long a TCP connection may sit without a complete query before it is closed, by
 /// default (RFC 7766 §6.2.3 asks servers to time out idle connections, typically in seconds).
 pub const TCP_IDLE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-/// Most addresses one name may hold; 4096 A records still fit one TCP message.
-pub const ADDRS_PER_NAME_MAX: usize = 4096;
+/// Most addresses one name may hold. hickory compresses only the first 120 names of a message
+/// (a guard against quadratic work), so each later record repeats its owner name in full: 1000
+/// AAAA records of `user-service.default.svc.cluster.local.` take 61 KB, within the 65,535
+/// bytes of a TCP message. Much longer names can still overflow it; then the TCP answer is
+/// cut and carries TC like a UDP one.
+pub const ADDRS_PER_NAME_MAX: usize = 1000;
 /// Most distinct query names counted in [`DnsStats::queries_by_name`]; names beyond it are
 /// counted in [`DnsStats::queries_other_names`] so a flood of random names cannot grow memory.
 pub const NAMES_COUNTED_MAX: usize = 4096;
@@ -106,6 +110,8 @@ const BIND_ATTEMPTS_MAX: usize = 64;
 const SOA_REFRESH_S: i32 = 7200;
 const SOA_RETRY_S: i32 = 1800;
 const SOA_EXPIRE_S: i32 = 86400;
+/// The TC flag in the third byte of a DNS header.
+const TC_BIT: u8 = 0b0000_0010;
 /// Pause after a failed `accept` or `recv_from` so a persistent error (EMFILE) cannot spin.
 const SOCKET_ERROR_PAUSE_MS: u64 = 5;
 
@@ -231,7 +237,7 @@ pub struct DnsStats {
     pub ignored: u64,
     /// Queries left unanswered because of [`Mode::Drop`].
     pub dropped: u64,
-    /// UDP responses sent with `TC` set.
+    /// Responses sent with `TC` set (over TCP only when an answer exceeds 65,535 bytes).
     pub truncated: u64,
     /// TCP connections accepted (including ones closed at once for being over the limit).
     pub tcp_connections_accepted: u64,
@@ -574,7 +580,9 @@ pub fn encode_within(
 ) -> Result<(Vec<u8>, bool), ProtoError> {
     let whole = response.to_vec()?;
     if whole.len() <= limit_bytes {
-        return Ok((whole, false));
+        // hickory's encoder stops at 65,535 bytes on its own and then sets TC itself.
+        let truncated = whole[2] & TC_BIT != 0;
+        return Ok((whole, truncated));
     }
     response.metadata.truncation = true;
     response.authorities.clear();
@@ -642,7 +650,7 @@ fn answer_bytes(
     };
     match encode_within(response, limit_bytes) {
         Ok((reply, truncated)) => {
-            if truncated && transport == Transport::Udp {
+            if truncated {
                 lock(&shared.stats).counters.truncated += 1;
             }
             Some(reply)
@@ -1240,6 +1248,34 @@ mod tests {
             cut.answers[..],
             Message::from_vec(&whole).unwrap().answers[..cut.answers.len()]
         );
+        // The most addresses a name may hold fit one TCP message, even as AAAA of a typical
+        // Service name.
+        let service = "user-service.default.svc.cluster.local.";
+        let v6 = (0..ADDRS_PER_NAME_MAX as u16)
+            .map(|i| IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i]))
+            .collect();
+        zones.set_addrs(service, v6).unwrap();
+        let request = parse(&query(service, RecordType::AAAA).to_vec().unwrap());
+        let (whole, truncated) =
+            encode_within(zones.respond(&request), TCP_MESSAGE_BYTES_MAX).unwrap();
+        assert!(!truncated);
+        let whole = Message::from_vec(&whole).unwrap();
+        assert_eq!(whole.answers.len(), ADDRS_PER_NAME_MAX);
+        assert!(!whole.metadata.truncation);
+        // With a 200-byte name they do not: the TCP answer is cut and says so.
+        let label = "a".repeat(60);
+        let long = format!("{label}.{label}.{label}.cluster.local.");
+        let v6 = (0..ADDRS_PER_NAME_MAX as u16)
+            .map(|i| IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i]))
+            .collect();
+        zones.set_addrs(&long, v6).unwrap();
+        let request = parse(&query(&long, RecordType::AAAA).to_vec().unwrap());
+        let (cut, truncated) =
+            encode_within(zones.respond(&request), TCP_MESSAGE_BYTES_MAX).unwrap();
+        assert!(truncated);
+        let cut = Message::from_vec(&cut).unwrap();
+        assert!(cut.metadata.truncation);
+        assert!(cut.answers.len() < ADDRS_PER_NAME_MAX);
         // A limit below the question still answers, with TC and no records.
         let (tiny, truncated) = encode_within(zones.respond(&request), 1).unwrap();
         assert!(truncated);
