@@ -65,7 +65,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{
     Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
@@ -110,6 +110,8 @@ const BIND_ATTEMPTS_MAX: usize = 64;
 const SOA_REFRESH_S: i32 = 7200;
 const SOA_RETRY_S: i32 = 1800;
 const SOA_EXPIRE_S: i32 = 86400;
+/// How often [`DnsServerHandle::wait_for_stats`] looks at the counters.
+const STATS_POLL_MS: u64 = 5;
 /// The TC flag in the third byte of a DNS header.
 const TC_BIT: u8 = 0b0000_0010;
 /// Pause after a failed `accept` or `recv_from` so a persistent error (EMFILE) cannot spin.
@@ -772,6 +774,24 @@ impl DnsServerHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> DnsStats {
         lock(&self.shared.stats).counters.clone()
+    }
+
+    /// Polls the counters every 5 ms until `done` holds or `timeout` passes; returns the last
+    /// snapshot either way. Needs a tokio timer (any tokio runtime). For a test waiting until
+    /// a resolver has asked again, e.g. `|stats| stats.queries_for(name).total() >= 3`.
+    pub async fn wait_for_stats(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&DnsStats) -> bool,
+    ) -> DnsStats {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.stats();
+            if done(&stats) || Instant::now() >= deadline {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(STATS_POLL_MS)).await;
+        }
     }
 
     /// Zeroes the counters (not `tcp_connections_open`) and forgets recent queries.

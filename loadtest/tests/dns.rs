@@ -515,6 +515,18 @@ async fn counts_queries_per_transport_and_name_and_remembers_source_ports() {
     assert_eq!(recent[4].transport, Transport::Tcp);
     assert_eq!(recent[4].name, SERVICE);
 
+    // A query from another task is seen by a waiting test.
+    let asker = tokio::spawn(async move { udp_ask(server, SERVICE, RecordType::A).await });
+    let stats = dns
+        .wait_for_stats(Duration::from_secs(5), |stats| stats.udp_queries == 5)
+        .await;
+    assert_eq!(stats.queries_for(SERVICE).udp, 4);
+    asker.await.unwrap();
+    let unchanged = dns
+        .wait_for_stats(Duration::from_millis(20), |stats| stats.udp_queries > 5)
+        .await;
+    assert_eq!(unchanged.udp_queries, 5, "gives up after the timeout");
+
     dns.reset_stats();
     assert_eq!(dns.stats().udp_queries, 0);
     assert!(dns.recent_queries().is_empty());
