@@ -97,7 +97,9 @@ pub struct Config {
     pub idle_timeout_ms: u64,
 
     /// Initial read buffer per downstream connection; it grows up to the head or body need.
-    #[arg(long, env = "RINGWAY_READ_BUFFER_BYTES", default_value_t = 4096)]
+    /// 2 KiB holds a typical browser gRPC-Web head and keeps 1,000 idle connections at about
+    /// 2 MB of buffers; a larger head grows it.
+    #[arg(long, env = "RINGWAY_READ_BUFFER_BYTES", default_value_t = 2048)]
     pub read_buffer_bytes: usize,
 
     /// Path answered locally with 200 for load-balancer health checks (GET or HEAD).

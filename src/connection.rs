@@ -115,7 +115,10 @@ impl Downstream {
                     return;
                 }
             };
-            if self.handle(head).await == Next::Close {
+            // Boxed: a request's state (upstream call, deadline and watch timers) is several KiB,
+            // and keeping it out of the connection's own future means an idle keep-alive
+            // connection costs only its read loop and buffer (docs/benchmarks.md, memory).
+            if Box::pin(self.handle(head)).await == Next::Close {
                 return;
             }
         }
@@ -293,6 +296,8 @@ impl Downstream {
                 body_consumed: body.complete,
                 ..CallFailure::before_body(e)
             })?;
+        // The translated head is only kept for a retry; free it for the rest of the call.
+        drop(request);
 
         if !end_of_stream {
             let sent = self
@@ -397,7 +402,7 @@ impl Downstream {
             .expect("relay_response is only called for gRPC calls");
         let mut upstream = UpstreamState::Head(response);
         let mut headers_sent = false;
-        let mut watch_client = true;
+        let mut timers = CallTimers::new(deadline);
         let mut unreleased_bytes = 0usize;
         let chunked = reply_to.version == Version::Http11;
         loop {
@@ -408,10 +413,7 @@ impl Downstream {
                     release(&mut upstream, &mut unreleased_bytes);
                     continue;
                 }
-                None => {
-                    self.wait_event(&mut upstream, deadline, &mut watch_client)
-                        .await
-                }
+                None => self.wait_event(&mut upstream, &mut timers).await,
             };
             match event {
                 Event::Headers(response) => {
@@ -482,17 +484,12 @@ impl Downstream {
 
     /// Wait for the next upstream event, the call's deadline, or (after a short delay) the client
     /// socket becoming readable, which means it closed or pipelined its next request.
-    async fn wait_event(
-        &mut self,
-        upstream: &mut UpstreamState,
-        deadline: Option<Instant>,
-        watch_client: &mut bool,
-    ) -> Event {
+    async fn wait_event(&mut self, upstream: &mut UpstreamState, timers: &mut CallTimers) -> Event {
         loop {
             let readable = monoio::select! {
                 event = poll_fn(|cx| poll_upstream(upstream, cx)) => return event,
-                _ = sleep_until_opt(deadline) => return Event::Failed(Error::DeadlineExceeded),
-                readable = watch_readable(&self.stream, *watch_client) => readable,
+                _ = wait_deadline(&mut timers.deadline) => return Event::Failed(Error::DeadlineExceeded),
+                readable = client_readable(&mut timers.watch, &self.stream) => readable,
             };
             if readable.is_err() {
                 return Event::ClientGone;
@@ -501,7 +498,7 @@ impl Downstream {
             // in the buffer. The socket then remains readable, so the watch stops.
             match read_more(&mut self.stream, &mut self.buf).await {
                 Ok(0) | Err(_) => return Event::ClientGone,
-                Ok(_) => *watch_client = false,
+                Ok(_) => timers.watch = Watch::Off,
             }
         }
     }
@@ -739,18 +736,47 @@ fn release(state: &mut UpstreamState, unreleased_bytes: &mut usize) {
     *unreleased_bytes = 0;
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+/// A call's timers, boxed and made only when needed: monoio's `Sleep` is 640 bytes, and embedding
+/// two in every wait's state would make each in-flight call that much larger.
+struct CallTimers {
+    deadline: Option<Pin<Box<monoio::time::Sleep>>>,
+    watch: Watch,
+}
+
+/// Watching the client socket during a call.
+enum Watch {
+    /// Not yet: the delay timer starts at the call's first wait.
+    Pending,
+    /// Fires `CLIENT_WATCH_DELAY` into the call; from then on the socket is watched.
+    Delay(Pin<Box<monoio::time::Sleep>>),
+    /// The client pipelined its next request; its socket stays readable, so stop watching.
+    Off,
+}
+
+impl CallTimers {
+    fn new(deadline: Option<Instant>) -> Self {
+        CallTimers {
+            deadline: deadline.map(|d| Box::pin(monoio::time::sleep_until(d.into()))),
+            watch: Watch::Pending,
+        }
+    }
+}
+
+async fn wait_deadline(deadline: &mut Option<Pin<Box<monoio::time::Sleep>>>) {
     match deadline {
-        Some(deadline) => monoio::time::sleep_until(deadline.into()).await,
+        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }
 
-async fn watch_readable(stream: &TcpStream, watch: bool) -> std::io::Result<()> {
-    if !watch {
-        return std::future::pending().await;
+async fn client_readable(watch: &mut Watch, stream: &TcpStream) -> std::io::Result<()> {
+    if matches!(watch, Watch::Pending) {
+        *watch = Watch::Delay(Box::pin(monoio::time::sleep(CLIENT_WATCH_DELAY)));
     }
-    monoio::time::sleep(CLIENT_WATCH_DELAY).await;
+    match watch {
+        Watch::Delay(delay) => delay.as_mut().await,
+        Watch::Pending | Watch::Off => return std::future::pending().await,
+    }
     stream.readable(false).await
 }
 
@@ -1189,6 +1215,9 @@ impl Output {
         let (result, mut slices) = stream.write_vectored_all(slices).await;
         slices.clear();
         self.slices = slices;
+        // Give the scratch allocation back rather than keep it per idle connection; the next
+        // response allocates a fresh one.
+        self.scratch = BytesMut::new();
         result.map(|_| ())
     }
 }

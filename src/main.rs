@@ -10,6 +10,25 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs from `.init_array`, before Rust's runtime makes its first allocation, because mimalloc
+/// reads this option when it creates its first arena.
+///
+/// With eager arena commit (mimalloc's default) a fresh process commits most of a 4 MiB
+/// segment per thread up front, which tripled the resident size of an idle two-worker proxy
+/// (4.9 MB → 12.5 MB measured). Committing on demand keeps the footprint proportional to the
+/// connections actually served; the sidecar this replaces ran under a 20 Mi limit.
+extern "C" fn configure_allocator() {
+    // `mi_option_arena_eager_commit` in mimalloc v3's `mi_option_e` (include/mimalloc.h), the
+    // version libmimalloc-sys builds by default; its Rust constants predate the option.
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    // SAFETY: setting an option is a plain store into mimalloc's option table.
+    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     init_logging(&config);

@@ -34,10 +34,12 @@ type UpstreamIo = monoio::net::tcp::stream_poll::TcpStreamPoll;
 #[cfg(feature = "h2-compat-io")]
 type UpstreamIo = monoio_compat::TcpStreamCompat;
 
-/// Streams assumed available on a new connection until the peer's SETTINGS arrive. RFC 9113
-/// §6.5.2 recommends peers allow at least 100, and assuming more would let a burst overshoot a
-/// smaller limit and sit in h2's own unbounded pending-open queue.
-const INITIAL_STREAMS_ASSUMED: usize = 100;
+/// Streams assumed available on a connection whose peer has not (yet) advertised
+/// SETTINGS_MAX_CONCURRENT_STREAMS. h2 keeps this value when the peer's SETTINGS omit the
+/// limit, which RFC 9113 says means unlimited and which is grpc-go's default; 100 would then cap
+/// a worker at 100 × connections per endpoint concurrent calls, too few for browsers holding
+/// long server streams. A peer that advertises a limit gets exactly its limit.
+const INITIAL_STREAMS_ASSUMED: usize = 1000;
 
 /// Upstream settings, derived once from the flags.
 #[derive(Debug, Clone)]
