@@ -9,8 +9,8 @@
 //! - [`classify_content_type`] and [`accepts_text`] read the request's media types;
 //! - [`Base64Decoder`] turns a text-mode request body back into binary, chunk by chunk;
 //! - [`encode_base64_flush`] and [`encode_trailer_frame`] build the response body;
-//! - [`FrameParser`] splits length-prefixed frames (used on request bodies, in tests, in the
-//!   load generator and in the fuzz targets);
+//! - [`FrameParser`] splits length-prefixed frames wherever whole messages or the trailer
+//!   frame must be seen (request bodies, clients in tests, the fuzz targets);
 //! - [`parse_grpc_timeout`], [`Code`], [`code_from_http_status`], [`code_from_h2_reason`] and
 //!   [`encode_grpc_message`] implement the status rules of `doc/PROTOCOL-HTTP2.md`,
 //!   `doc/http-grpc-status-mapping.md` and `doc/statuscodes.md`.
@@ -22,10 +22,11 @@
 //!   accepted and kept upstream (Envoy matches four exact strings and always sends plain
 //!   `application/grpc`);
 //! - a text-mode body may contain padding in the middle (independently encoded chunks, as
-//!   `PROTOCOL-WEB.md` allows for responses) and may end unpadded; Envoy decodes only whole
-//!   4-byte groups per read and requires the body length to be a multiple of 4;
-//! - trailer names are lower-cased and trailers with CR, LF or NUL are dropped rather than
-//!   copied into the body.
+//!   `PROTOCOL-WEB.md` allows for responses) and may end unpadded; Envoy decodes the whole
+//!   4-byte groups of each read in one go, so it fails on padding that does not happen to end
+//!   a read, and it requires the body length to be a multiple of 4;
+//! - trailer names are lower-cased and trailers whose values hold control bytes (CR, LF, NUL,
+//!   ...) are dropped rather than copied into the body.
 
 use base64::engine::general_purpose::PAD;
 use base64::Engine as _;
