@@ -9,8 +9,8 @@
 //! - [`classify_content_type`] and [`accepts_text`] read the request's media types;
 //! - [`Base64Decoder`] turns a text-mode request body back into binary, chunk by chunk;
 //! - [`encode_base64_flush`] and [`encode_trailer_frame`] build the response body;
-//! - [`FrameParser`] splits length-prefixed frames (used on request bodies, in tests, in the
-//!   load generator and in the fuzz targets);
+//! - [`FrameParser`] splits length-prefixed frames wherever whole messages or the trailer
+//!   frame must be seen (request bodies, clients in tests, the fuzz targets);
 //! - [`parse_grpc_timeout`], [`Code`], [`code_from_http_status`], [`code_from_h2_reason`] and
 //!   [`encode_grpc_message`] implement the status rules of `doc/PROTOCOL-HTTP2.md`,
 //!   `doc/http-grpc-status-mapping.md` and `doc/statuscodes.md`.
@@ -22,10 +22,11 @@
 //!   accepted and kept upstream (Envoy matches four exact strings and always sends plain
 //!   `application/grpc`);
 //! - a text-mode body may contain padding in the middle (independently encoded chunks, as
-//!   `PROTOCOL-WEB.md` allows for responses) and may end unpadded; Envoy decodes only whole
-//!   4-byte groups per read and requires the body length to be a multiple of 4;
-//! - trailer names are lower-cased and trailers with CR, LF or NUL are dropped rather than
-//!   copied into the body.
+//!   `PROTOCOL-WEB.md` allows for responses) and may end unpadded; Envoy decodes the whole
+//!   4-byte groups of each read in one go, so it fails on padding that does not happen to end
+//!   a read, and it requires the body length to be a multiple of 4;
+//! - trailer names are lower-cased and trailers whose values hold control bytes (CR, LF, NUL,
+//!   ...) are dropped rather than copied into the body.
 
 use base64::engine::general_purpose::PAD;
 use base64::Engine as _;
@@ -422,10 +423,10 @@ pub const FRAME_HEADER_BYTES: usize = 5;
 /// Append the gRPC-Web trailer frame: flag `0x80`, 4-byte big-endian length, then
 /// `name:value\r\n` for each `(name, value)` with the name lower-cased.
 ///
-/// A pair whose name is not an HTTP token or whose value holds CR, LF or NUL is left out: it
-/// would let an upstream inject extra trailer lines the client would believe. (Upstream
-/// trailers arrive through `h2`, which already refuses such bytes, so this never drops a
-/// well-formed trailer.)
+/// A pair whose name is not an HTTP token or whose value holds a control byte (CR, LF, NUL,
+/// ...) is left out: it would let an upstream inject extra trailer lines the client would
+/// believe. (Upstream trailers arrive through `h2`, which already refuses such bytes, so this
+/// never drops a well-formed trailer.)
 pub fn encode_trailer_frame<'a>(
     trailers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     out: &mut BytesMut,
@@ -435,7 +436,7 @@ pub fn encode_trailer_frame<'a>(
     out.put_u32(0);
     let mut block_len: usize = 0;
     for (name, value) in trailers {
-        if !is_token(name) || value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+        if !is_token(name) || !is_field_value(value) {
             continue;
         }
         let line_len = name.len() + 1 + value.len() + 2;
@@ -451,6 +452,14 @@ pub fn encode_trailer_frame<'a>(
         out.extend_from_slice(b"\r\n");
     }
     out[start + 1..start + FRAME_HEADER_BYTES].copy_from_slice(&(block_len as u32).to_be_bytes());
+}
+
+/// RFC 9110 §5.5 field value bytes: visible ASCII, SP, HTAB and obs-text; no other control
+/// byte, so no CR, LF or NUL.
+fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7F) || b == b'\t')
 }
 
 /// RFC 9110 §5.6.2 `token`: the only bytes allowed in a header name.
@@ -604,15 +613,15 @@ fn parse_trailer_line(
         return Err(FrameError::BadTrailers);
     }
     let raw_value = &line[colon + 1..];
-    if raw_value
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7F)
-    {
+    if !is_field_value(raw_value) {
         return Err(FrameError::BadTrailers);
     }
-    let value = trim_ows(raw_value);
-    let value_start = start + colon + 1 + (value.as_ptr() as usize - raw_value.as_ptr() as usize);
-    let value = block.slice(value_start..value_start + value.len());
+    let leading_ows = raw_value
+        .iter()
+        .take_while(|&&b| matches!(b, b' ' | b'\t'))
+        .count();
+    let value_start = start + colon + 1 + leading_ows;
+    let value = block.slice(value_start..value_start + trim_ows(raw_value).len());
     let name = if name.iter().any(u8::is_ascii_uppercase) {
         Bytes::from(name.to_ascii_lowercase())
     } else {
@@ -1067,6 +1076,8 @@ mod tests {
                 (b"grpc-message", b"ok"),
                 (b"x-evil", b"a\r\nset-cookie: b"),
                 (b"bad name", b"x"),
+                (b"x-ctl", b"a\x01b"),
+                (b"x-del", b"\x7f"),
                 (b"", b"x"),
             ],
             &mut out,
