@@ -366,11 +366,12 @@ impl Downstream {
                 continue;
             }
             let read_deadline = earliest(Instant::now() + read_timeout, deadline);
-            match monoio::time::timeout_at(
+            // Boxed: only bodies larger than one read get here, and the timer is large.
+            let read = monoio::time::timeout_at(
                 read_deadline.into(),
                 read_more(&mut self.stream, &mut self.buf),
-            )
-            .await
+            );
+            match Box::pin(read).await
             {
                 Ok(Ok(n)) if n > 0 => {}
                 // The client went away mid-body: nobody is left to answer.

@@ -133,7 +133,9 @@ impl Pool {
         loop {
             let conn = match endpoint.reserve() {
                 Some(conn) => conn,
-                None => self.open_or_wait(&endpoint, wait_deadline).await?,
+                // Boxed: connecting and queueing carry large timer states that a call which
+                // finds a free slot, the common case, should not have to make room for.
+                None => Box::pin(self.open_or_wait(&endpoint, wait_deadline)).await?,
             };
             let lease = Lease {
                 conn: conn.clone(),
