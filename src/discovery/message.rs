@@ -8,7 +8,11 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData};
+
+/// Re-exported so that callers (tests, fuzz targets) can name query types without depending on
+/// hickory-proto themselves.
+pub use hickory_proto::rr::RecordType;
 
 /// The UDP payload size advertised with EDNS(0): the DNS Flag Day 2020 value, which avoids IP
 /// fragmentation on every common path. A headless Service of ~70 IPv4 pods fits; larger answers

@@ -501,6 +501,15 @@ impl Control {
             cancel,
         };
         control.update_status();
+        info!(
+            targets = ?config.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            dns_servers = ?config.dns_servers,
+            family = ?config.family,
+            refresh_interval_ms = config.refresh_interval.as_millis() as u64,
+            respect_ttl = config.respect_ttl,
+            stale_max_ms = config.stale_max.as_millis() as u64,
+            "upstream discovery configured (an empty dns_servers list means resolv.conf's)"
+        );
         control
     }
 
@@ -596,7 +605,7 @@ impl Control {
             Err(e) => {
                 warn!(
                     target = %format_args!("{}:{}", target.host, target.port),
-                    nameserver = ?e.server,
+                    nameserver = %e.server.map_or_else(|| "none".into(), |s| s.to_string()),
                     error = %e,
                     consecutive_failures = target.state.consecutive_failures + 1,
                     serving_stale = target.state.addresses.len(),
