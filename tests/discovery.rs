@@ -446,11 +446,11 @@ fn rotation_skips_a_silent_first_nameserver() {
     let status = handle.status();
     drop(handle);
     let (to_silent, to_good) = (silent.seen().len(), good.seen().len());
-    // Every refresh ended at the good server; only about half started at the silent one, since
-    // each query starts one server further on.
+    // The silent server was tried (rotation reached it), then went to the back of the order after
+    // its timeout: one stall, not one per refresh.
     assert!(to_silent >= 1, "the silent server was never tried");
     assert!(
-        to_silent < to_good,
+        to_silent <= 2,
         "{to_silent} queries to the silent server, {to_good} to the good one"
     );
     assert_eq!(status.targets[0].consecutive_failures, 0);

@@ -176,6 +176,9 @@ fn addresses(message: &Message, question: &Question) -> Reply {
                 }
                 _ => continue,
             };
+            if !is_connectable(ip) {
+                continue;
+            }
             ips_ttl_s = ips_ttl_s.min(record.ttl);
             ips.push(ip);
         }
@@ -197,6 +200,14 @@ fn addresses(message: &Message, question: &Question) -> Reply {
     Reply::NoData {
         negative_ttl_s: negative_ttl(message),
     }
+}
+
+/// Whether an address can be an upstream endpoint at all. `0.0.0.0`, `::`, multicast and the
+/// IPv4 broadcast address can only come from a broken or hostile zone; connecting to them would
+/// fail or reach this host, so they are dropped rather than published.
+fn is_connectable(ip: IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
 }
 
 /// RFC 2308: a negative answer is cached for the smaller of the SOA record's TTL and its MINIMUM.
@@ -279,6 +290,29 @@ mod tests {
             Ok(Reply::Addresses {
                 ips: vec![[10, 0, 0, 2].into(), [10, 0, 0, 3].into()],
                 ttl_s: 10
+            })
+        );
+    }
+
+    #[test]
+    fn unconnectable_addresses_are_dropped() {
+        let mut m = response();
+        let owner = "api.default.svc.cluster.local.";
+        for ip in [[0, 0, 0, 0], [255, 255, 255, 255], [224, 0, 0, 1]] {
+            m.add_answer(Record::from_rdata(name(owner), 5, RData::A(A(ip.into()))));
+        }
+        assert_eq!(
+            judge(&m),
+            Ok(Reply::NoData {
+                negative_ttl_s: None
+            })
+        );
+        m.add_answer(a(owner, 5, 1));
+        assert_eq!(
+            judge(&m),
+            Ok(Reply::Addresses {
+                ips: vec![[10, 0, 0, 1].into()],
+                ttl_s: 5
             })
         );
     }

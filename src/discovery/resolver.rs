@@ -20,6 +20,13 @@ use tracing::debug;
 use super::message::{self, Question, Reply, ANSWER_ADDRESSES_MAX, MESSAGE_BYTES_MAX};
 use super::random_u64;
 
+/// How long a nameserver that timed out or failed goes to the back of the order. Rotation alone
+/// would still start one query in N at a dead server (and with A and AAAA asked for one target
+/// and two servers, always the same query); the penalty makes a dead server cost one timeout per
+/// period rather than one per refresh, while it is still tried last, and again once the period
+/// ends, so a recovered server comes back.
+pub const SERVER_PENALTY: Duration = Duration::from_secs(30);
+
 /// Longest single blocking wait, so a shutdown request is noticed within this time even while a
 /// query waits out a multi-second timeout.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -165,11 +172,33 @@ pub struct ResolverSettings {
     pub attempts: u32,
 }
 
-/// The blocking resolver. Holds only the rotation position and a reused receive buffer.
+/// The blocking resolver. Holds the rotation position, which servers failed recently, and a
+/// reused receive buffer.
 #[derive(Debug)]
 pub struct Resolver {
     next_server: usize,
+    /// Servers that failed, with when their penalty ends; at most one entry per server.
+    penalties: Vec<(SocketAddr, Instant)>,
     buffer: Vec<u8>,
+}
+
+/// The order in which to try `servers` for one query: round robin from `start`, then the
+/// penalised servers moved to the back (keeping their relative order), so they are tried last
+/// rather than never.
+pub fn server_order(
+    servers: &[SocketAddr],
+    start: usize,
+    is_penalised: impl Fn(SocketAddr) -> bool,
+) -> Vec<SocketAddr> {
+    let n = servers.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let first = start % n;
+    let rotated = (0..n).map(|i| servers[(first + i) % n]);
+    let (mut healthy, penalised): (Vec<_>, Vec<_>) = rotated.partition(|s| !is_penalised(*s));
+    healthy.extend(penalised);
+    healthy
 }
 
 impl Default for Resolver {
@@ -184,6 +213,7 @@ impl Resolver {
             // Start at a random server so that many replicas of ringway restarted together do
             // not all begin with the first nameserver.
             next_server: random_u64() as usize,
+            penalties: Vec::new(),
             buffer: vec![0; MESSAGE_BYTES_MAX],
         }
     }
@@ -204,7 +234,8 @@ impl Resolver {
     }
 
     /// Ask for one name and type until a server gives a definitive answer: up to `attempts`
-    /// rounds over the nameservers, starting one server further on at each query.
+    /// rounds over the nameservers in [`server_order`], starting one server further on at each
+    /// query.
     pub fn query(
         &mut self,
         name: &str,
@@ -224,12 +255,16 @@ impl Resolver {
             let reason = Failure::Io(io::ErrorKind::NotFound, "no nameservers".into());
             return Err(error(None, reason));
         }
-        let start = self.next_server;
+        let now = Instant::now();
+        self.penalties
+            .retain(|(s, until)| *until > now && servers.contains(s));
+        let order = server_order(servers, self.next_server, |server| {
+            self.penalties.iter().any(|(s, _)| *s == server)
+        });
         self.next_server = self.next_server.wrapping_add(1);
         let mut last = error(None, Failure::DeadlineExceeded);
         for round in 0..settings.attempts.max(1) as usize {
-            for i in 0..servers.len() {
-                let server = servers[start.wrapping_add(i) % servers.len()];
+            for &server in &order {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(error(Some(server), Failure::Cancelled));
                 }
@@ -241,18 +276,30 @@ impl Resolver {
                     .map_err(|e| error(None, Failure::InvalidName(e)))?;
                 let limits = (settings.attempt_timeout, deadline);
                 match self.exchange(server, &question, limits, cancel) {
-                    Ok(answer) => return Ok(answer),
+                    Ok(answer) => {
+                        self.penalties.retain(|(s, _)| *s != server);
+                        return Ok(answer);
+                    }
                     Err(reason) => {
                         debug!(%server, name, %record_type, round, reason = ?reason, "dns attempt failed");
                         if reason == Failure::Cancelled {
                             return Err(error(Some(server), reason));
                         }
+                        self.penalise(server);
                         last = error(Some(server), reason);
                     }
                 }
             }
         }
         Err(last)
+    }
+
+    fn penalise(&mut self, server: SocketAddr) {
+        let until = Instant::now() + SERVER_PENALTY;
+        match self.penalties.iter_mut().find(|(s, _)| *s == server) {
+            Some(entry) => entry.1 = until,
+            None => self.penalties.push((server, until)),
+        }
     }
 
     /// One attempt against one server: UDP, then TCP if the UDP answer was truncated. Each
@@ -577,6 +624,24 @@ mod tests {
             Ok(Resolution::Addresses { ips, .. }) => assert_eq!(ips.len(), ANSWER_ADDRESSES_MAX),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn server_order_rotates_and_puts_penalised_servers_last() {
+        let servers: Vec<SocketAddr> = ["10.0.0.1:53", "10.0.0.2:53", "10.0.0.3:53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let [a, b, c] = [servers[0], servers[1], servers[2]];
+        assert_eq!(server_order(&servers, 0, |_| false), [a, b, c]);
+        assert_eq!(server_order(&servers, 1, |_| false), [b, c, a]);
+        assert_eq!(server_order(&servers, usize::MAX, |_| false), [a, b, c]);
+        // A dead first server is no longer first, whatever the rotation.
+        for start in 0..3 {
+            assert_eq!(server_order(&servers, start, |s| s == a).last(), Some(&a));
+        }
+        assert_eq!(server_order(&servers, 2, |s| s != b), [b, c, a]);
+        assert!(server_order(&[], 5, |_| false).is_empty());
     }
 
     #[test]
