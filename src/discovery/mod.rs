@@ -148,6 +148,18 @@ impl fmt::Display for UpstreamTarget {
     }
 }
 
+/// The static addresses among `targets`: what the endpoint directory can hold before the first
+/// resolution, e.g. `EndpointDirectory::new(static_addresses(&targets))`.
+pub fn static_addresses(targets: &[UpstreamTarget]) -> Vec<SocketAddr> {
+    targets
+        .iter()
+        .filter_map(|t| match t {
+            UpstreamTarget::Static(addr) => Some(*addr),
+            UpstreamTarget::Name { .. } => None,
+        })
+        .collect()
+}
+
 /// Parse one `--dns-server` value: `IP` (port 53) or `IP:port` / `[IPv6]:port`.
 pub fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
@@ -609,7 +621,7 @@ impl Control {
                     error = %e,
                     consecutive_failures = target.state.consecutive_failures + 1,
                     serving_stale = target.state.addresses.len(),
-                    "DNS resolution failed; keeping the last good endpoints"
+                    "DNS resolution failed; the last good endpoints stay until stale_max"
                 );
                 Outcome::Failed {
                     error: e.to_string(),
@@ -856,6 +868,44 @@ mod tests {
         assert!(parse(&long).is_err());
     }
 
+    /// The flags as the lead's `Config` would declare them: clap must take these types as they are.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9000")]
+        upstream: Vec<UpstreamTarget>,
+        #[arg(long, value_delimiter = ',', value_parser = parse_dns_server)]
+        dns_server: Vec<SocketAddr>,
+        #[arg(long, value_enum, default_value_t = DnsFamily::All)]
+        dns_family: DnsFamily,
+    }
+
+    #[test]
+    fn clap_takes_the_types_as_flags() {
+        use clap::Parser;
+        let flags = Flags::try_parse_from([
+            "ringway",
+            "--upstream",
+            "user-service:8080,127.0.0.1:9001,[::1]:9000",
+            "--dns-server",
+            "10.96.0.10,127.0.0.1:5353",
+            "--dns-family",
+            "v4",
+        ])
+        .unwrap();
+        assert_eq!(flags.upstream[0], name("user-service", 8080));
+        assert_eq!(flags.upstream.len(), 3);
+        assert_eq!(flags.dns_server[0], "10.96.0.10:53".parse().unwrap());
+        assert_eq!(flags.dns_family, DnsFamily::V4);
+        let defaults = Flags::try_parse_from(["ringway"]).unwrap();
+        assert!(defaults.dns_server.is_empty());
+        assert_eq!(defaults.dns_family, DnsFamily::All);
+        let error = Flags::try_parse_from(["ringway", "--upstream", "api"]).unwrap_err();
+        assert!(
+            error.to_string().contains("has no port: write api:PORT"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn dns_server_values() {
         assert_eq!(
@@ -932,6 +982,7 @@ mod tests {
             targets: vec![UpstreamTarget::Static(a), UpstreamTarget::Static(b)],
             ..DiscoveryConfig::default()
         };
+        assert_eq!(static_addresses(&config.targets), [a, b]);
         let handle = spawn(config, directory.clone()).unwrap();
         assert_eq!(directory.snapshot().endpoints, vec![a, b]);
         let status = handle.status();
