@@ -732,3 +732,25 @@ fn resolv_conf_nameserver_is_used_without_an_override() {
         || target.last_success.is_some();
     assert!(tried_port_53, "{target:?}");
 }
+
+#[test]
+fn a_rewritten_resolv_conf_is_read_again() {
+    let dns = Responder::start();
+    dns.set_a("api.ns1.test.", &["10.0.0.1"]);
+    dns.set_a("api.ns2.test.", &["10.0.0.2"]);
+    let conf = ResolvConfFile::new("reload", "search ns1.test\noptions ndots:5\n");
+    let (directory, _handle) = start(config(&[dns.addr], &["api:9000"], &conf));
+    assert_eq!(endpoints(&directory), ["10.0.0.1:9000"]);
+    // Make sure the new file gets a different modification time even on a coarse clock.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&conf.0, "search ns2.test\noptions ndots:5\n").unwrap();
+    let modified = std::fs::metadata(&conf.0).unwrap().modified().unwrap();
+    let later = modified + Duration::from_secs(1);
+    std::fs::File::options()
+        .write(true)
+        .open(&conf.0)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    wait_for_endpoints(&directory, &["10.0.0.2:9000"]);
+}

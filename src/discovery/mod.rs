@@ -50,6 +50,9 @@ use state::{Change, Outcome, RefreshPolicy, TargetState};
 pub const TARGETS_MAX: usize = 256;
 /// Most `--dns-server` overrides (resolv.conf allows three; a few more do no harm).
 pub const DNS_SERVERS_MAX: usize = 8;
+/// Longest accepted duration setting. Far beyond any sensible value, and small enough that adding
+/// it to an `Instant` cannot overflow (which would panic).
+pub const DURATION_SETTING_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// One `--upstream` entry: a fixed socket address, or a name to resolve and keep resolving.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -278,6 +281,18 @@ impl DiscoveryConfig {
         }
         if self.resolve_timeout.is_zero() || self.attempt_timeout.is_some_and(|t| t.is_zero()) {
             return Err("DNS timeouts must be above zero".into());
+        }
+        let durations = [
+            self.refresh_interval,
+            self.ttl_min,
+            self.ttl_max,
+            self.stale_max,
+            self.resolve_timeout,
+            self.startup_timeout,
+            self.attempt_timeout.unwrap_or_default(),
+        ];
+        if durations.iter().any(|d| *d > DURATION_SETTING_MAX) {
+            return Err("DNS durations must be at most 365 days".into());
         }
         if self
             .attempts
@@ -961,6 +976,10 @@ mod tests {
             },
             DiscoveryConfig {
                 attempt_timeout: Some(Duration::ZERO),
+                ..ok.clone()
+            },
+            DiscoveryConfig {
+                stale_max: Duration::from_millis(u64::MAX),
                 ..ok.clone()
             },
             DiscoveryConfig {

@@ -102,7 +102,8 @@ impl TargetState {
     /// When the addresses kept through failures must be dropped, if that is pending.
     pub fn stale_deadline(&self, stale_max: Duration) -> Option<Instant> {
         match self.failing_since {
-            Some(since) if !self.addresses.is_empty() => Some(since + stale_max),
+            // An unrepresentable deadline is one that never comes.
+            Some(since) if !self.addresses.is_empty() => since.checked_add(stale_max),
             _ => None,
         }
     }
