@@ -52,16 +52,16 @@ impl Question {
     }
 
     /// The query on the wire: recursion desired, EDNS(0) with [`UDP_PAYLOAD_BYTES`].
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
         let mut message = Message::new(self.id, MessageType::Query, OpCode::Query);
         message.metadata.recursion_desired = true;
         message.add_query(Query::query(self.name.clone(), self.record_type));
         let mut edns = Edns::new();
         edns.set_max_payload(UDP_PAYLOAD_BYTES);
         message.set_edns(edns);
-        // A validated name, one question and an OPT record always encode; an empty buffer would
-        // only make the server answer FORMERR, which the caller treats as a server error.
-        message.to_vec().unwrap_or_default()
+        message
+            .to_vec()
+            .map_err(|e| format!("cannot encode a query for {}: {e}", self.name))
     }
 }
 
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn query_round_trips() {
         let q = Question::new(7, "x.example.", RecordType::AAAA).unwrap();
-        let m = Message::from_vec(&q.encode()).unwrap();
+        let m = Message::from_vec(&q.encode().unwrap()).unwrap();
         assert_eq!(m.metadata.id, 7);
         assert_eq!(m.metadata.message_type, MessageType::Query);
         assert!(m.metadata.recursion_desired);

@@ -311,7 +311,7 @@ impl Resolver {
         (attempt_timeout, deadline): (Duration, Instant),
         cancel: &AtomicBool,
     ) -> Result<Answer, Failure> {
-        let query = question.encode();
+        let query = question.encode().map_err(Failure::InvalidName)?;
         let udp_deadline = deadline.min(Instant::now() + attempt_timeout);
         let reply = match self.exchange_udp(server, question, &query, udp_deadline, cancel)? {
             Reply::Truncated => {
