@@ -7,6 +7,7 @@
 pub mod config;
 pub mod connection;
 pub mod cors;
+pub mod discovery;
 pub mod endpoints;
 pub mod error;
 pub mod grpc_web;
