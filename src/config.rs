@@ -6,12 +6,14 @@
 //! [`DownstreamLimits`]) rather than these raw values.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 
 use crate::cors::{AllowOrigin, CorsPolicy};
+use crate::discovery::{self, DiscoveryConfig, DnsFamily, UpstreamTarget};
 use crate::http1::HeadLimits;
 use crate::upstream::UpstreamConfig;
 
@@ -44,14 +46,15 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Upstream endpoints: a comma-separated list of IP:port.
+    /// Upstream targets, comma-separated: IP:port, [IPv6]:port, or name:port (resolved by DNS and
+    /// kept current; for a Kubernetes headless Service, the Service name).
     #[arg(
         long,
         env = "RINGWAY_UPSTREAM",
         default_value = "127.0.0.1:9000",
         value_delimiter = ','
     )]
-    pub upstream: Vec<SocketAddr>,
+    pub upstream: Vec<UpstreamTarget>,
 
     /// Worker threads, one monoio runtime each; 0 = the cores this process may use (cgroup
     /// CPU quota and affinity mask included).
@@ -220,6 +223,69 @@ pub struct Config {
     )]
     pub reconnect_backoff_max_ms: u64,
 
+    // --- DNS discovery (for name:port upstream targets) ---
+    /// DNS servers (IP or IP:port), replacing /etc/resolv.conf's nameservers; empty = resolv.conf's.
+    #[arg(long, env = "RINGWAY_DNS_SERVER", value_delimiter = ',', value_parser = discovery::parse_dns_server)]
+    pub dns_server: Vec<SocketAddr>,
+
+    /// Address records to ask for: v4 (A), v6 (AAAA) or all (both).
+    #[arg(long, env = "RINGWAY_DNS_FAMILY", value_enum, default_value_t = DnsFamily::All)]
+    pub dns_family: DnsFamily,
+
+    /// Re-resolve interval for DNS targets (Envoy's dns_refresh_rate).
+    #[arg(long, env = "RINGWAY_DNS_REFRESH_INTERVAL_MS", default_value_t = 5000)]
+    pub dns_refresh_interval_ms: u64,
+
+    /// Re-resolve on the record TTL instead, clamped to the TTL bounds.
+    #[arg(long, env = "RINGWAY_DNS_RESPECT_TTL", default_value_t = false)]
+    pub dns_respect_ttl: bool,
+
+    /// Shortest TTL-driven refresh.
+    #[arg(long, env = "RINGWAY_DNS_TTL_MIN_S", default_value_t = 1)]
+    pub dns_ttl_min_s: u64,
+
+    /// Longest TTL-driven refresh.
+    #[arg(long, env = "RINGWAY_DNS_TTL_MAX_S", default_value_t = 30)]
+    pub dns_ttl_max_s: u64,
+
+    /// Shorten each refresh delay by a random amount up to this percentage, so many proxies do
+    /// not query in step.
+    #[arg(long, env = "RINGWAY_DNS_JITTER_PERCENT", default_value_t = 10)]
+    pub dns_jitter_percent: u8,
+
+    /// Serve a target's last good endpoints for at most this long while DNS fails.
+    #[arg(long, env = "RINGWAY_DNS_STALE_MAX_S", default_value_t = 300)]
+    pub dns_stale_max_s: u64,
+
+    /// Per-attempt DNS timeout; 0 = resolv.conf's timeout (glibc default 5 s).
+    #[arg(long, env = "RINGWAY_DNS_TIMEOUT_MS", default_value_t = 0)]
+    pub dns_timeout_ms: u64,
+
+    /// Rounds over the nameservers; 0 = resolv.conf's attempts (glibc default 2).
+    #[arg(long, env = "RINGWAY_DNS_ATTEMPTS", default_value_t = 0)]
+    pub dns_attempts: u32,
+
+    /// Total time budget to resolve one target.
+    #[arg(long, env = "RINGWAY_DNS_RESOLVE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub dns_resolve_timeout_ms: u64,
+
+    /// How long start-up waits for the first resolution of all targets.
+    #[arg(long, env = "RINGWAY_DNS_STARTUP_TIMEOUT_MS", default_value_t = 5000)]
+    pub dns_startup_timeout_ms: u64,
+
+    /// Resolver configuration file (nameservers, search, ndots).
+    #[arg(long, env = "RINGWAY_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+
+    /// How long calls on an endpoint that left the set (a pod scaled away) may keep running
+    /// before its connections are closed; calls still running then end with UNAVAILABLE.
+    #[arg(
+        long,
+        env = "RINGWAY_ENDPOINT_DRAIN_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub endpoint_drain_timeout_ms: u64,
+
     // --- logs ---
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ringway=debug`.
     #[arg(long, env = "RINGWAY_LOG_LEVEL", default_value = "info")]
@@ -275,6 +341,12 @@ impl Config {
         if !self.health_path.starts_with('/') {
             return Err("--health-path must start with /".into());
         }
+        if self.dns_jitter_percent > 100 {
+            return Err("--dns-jitter-percent must be within 0..=100".into());
+        }
+        if self.resolves_names() {
+            self.discovery_config().validate()?;
+        }
         Ok(())
     }
 
@@ -285,6 +357,33 @@ impl Config {
         }
         // available_parallelism honours the affinity mask and the cgroup CPU quota.
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Whether any upstream target is a name, so DNS discovery must run.
+    pub fn resolves_names(&self) -> bool {
+        self.upstream
+            .iter()
+            .any(|t| matches!(t, UpstreamTarget::Name { .. }))
+    }
+
+    pub fn discovery_config(&self) -> DiscoveryConfig {
+        let ms = Duration::from_millis;
+        DiscoveryConfig {
+            targets: self.upstream.clone(),
+            dns_servers: self.dns_server.clone(),
+            family: self.dns_family,
+            refresh_interval: ms(self.dns_refresh_interval_ms),
+            respect_ttl: self.dns_respect_ttl,
+            ttl_min: Duration::from_secs(self.dns_ttl_min_s),
+            ttl_max: Duration::from_secs(self.dns_ttl_max_s),
+            jitter: f64::from(self.dns_jitter_percent) / 100.0,
+            stale_max: Duration::from_secs(self.dns_stale_max_s),
+            resolv_conf: self.resolv_conf.clone(),
+            attempt_timeout: (self.dns_timeout_ms > 0).then(|| ms(self.dns_timeout_ms)),
+            attempts: (self.dns_attempts > 0).then_some(self.dns_attempts),
+            resolve_timeout: ms(self.dns_resolve_timeout_ms),
+            startup_timeout: ms(self.dns_startup_timeout_ms),
+        }
     }
 
     pub fn downstream_limits(&self) -> DownstreamLimits {
@@ -346,6 +445,7 @@ impl Config {
             pending_timeout: ms(self.pending_timeout_ms),
             reconnect_backoff: ms(self.reconnect_backoff_ms),
             reconnect_backoff_max: ms(self.reconnect_backoff_max_ms.max(self.reconnect_backoff_ms)),
+            drain_timeout: ms(self.endpoint_drain_timeout_ms),
         }
     }
 }

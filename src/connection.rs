@@ -324,6 +324,7 @@ impl Downstream {
     ) -> Result<Call, Error> {
         let context = &self.context;
         let set = context.directory.snapshot();
+        context.pool.reconcile(&set);
         let first = context.balancer.pick(&set).ok_or(Error::NoEndpoint)?;
         match context
             .pool
@@ -371,8 +372,7 @@ impl Downstream {
                 read_deadline.into(),
                 read_more(&mut self.stream, &mut self.buf),
             );
-            match Box::pin(read).await
-            {
+            match Box::pin(read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 // The client went away mid-body: nobody is left to answer.
                 Ok(_) => return Err(Error::RequestTimeout),

@@ -27,6 +27,7 @@ use monoio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use crate::endpoints::EndpointSet;
 use crate::error::Error;
 
 #[cfg(not(feature = "h2-compat-io"))]
@@ -56,6 +57,8 @@ pub struct UpstreamConfig {
     pub pending_timeout: Duration,
     pub reconnect_backoff: Duration,
     pub reconnect_backoff_max: Duration,
+    /// How long calls on an endpoint that left the set may run before its connections close.
+    pub drain_timeout: Duration,
 }
 
 /// A started upstream call: the response to await, the request body sink, and the stream slot,
@@ -70,6 +73,8 @@ pub struct Call {
 pub struct Pool {
     config: Rc<UpstreamConfig>,
     endpoints: RefCell<HashMap<SocketAddr, Rc<EndpointConns>>>,
+    /// The endpoint-set generation last reconciled with `endpoints`.
+    generation: Cell<u64>,
 }
 
 struct EndpointConns {
@@ -79,6 +84,9 @@ struct EndpointConns {
     waiting: Cell<usize>,
     /// Woken when a stream slot frees up or a connection opens or closes.
     changed: Notify,
+    /// Set when the endpoint left the set: it takes no new calls, and its connections close
+    /// when their calls finish or the drain timeout passes, whichever is first.
+    retired: Notify,
     /// No connect attempt before this instant after a failure.
     backoff_until: Cell<Option<Instant>>,
     backoff_next: Cell<Duration>,
@@ -116,7 +124,24 @@ impl Pool {
         Pool {
             config: Rc::new(config),
             endpoints: RefCell::new(HashMap::new()),
+            generation: Cell::new(0),
         }
+    }
+
+    /// Retire the state of endpoints that left `set`, once per new generation: no call starts
+    /// on them any more, calls already running finish, and their connections then close.
+    pub fn reconcile(&self, set: &EndpointSet) {
+        if self.generation.get() == set.generation {
+            return;
+        }
+        self.generation.set(set.generation);
+        self.endpoints.borrow_mut().retain(|addr, endpoint| {
+            let keep = set.endpoints.contains(addr);
+            if !keep {
+                endpoint.retire();
+            }
+            keep
+        });
     }
 
     /// Start a call on `addr`: take a stream slot (connecting or waiting as needed, within the
@@ -171,6 +196,7 @@ impl Pool {
                     connecting: Cell::new(0),
                     waiting: Cell::new(0),
                     changed: Notify::new(),
+                    retired: Notify::new(),
                     backoff_until: Cell::new(None),
                     backoff_next: Cell::new(self.config.reconnect_backoff),
                 })
@@ -264,6 +290,15 @@ impl EndpointConns {
             .set((delay * 2).min(config.reconnect_backoff_max));
     }
 
+    fn retire(&self) {
+        debug!(endpoint = %self.addr, "endpoint left the set; draining its connections");
+        // Dropping the pool's handles lets h2 close each connection (GOAWAY) as soon as its last
+        // call ends; the drain timer in `drive_connection` bounds calls that never end.
+        self.conns.borrow_mut().clear();
+        self.retired.notify_waiters();
+        self.changed.notify_waiters();
+    }
+
     fn remove_closed(&self) {
         self.conns.borrow_mut().retain(|c| !c.closed.get());
     }
@@ -322,14 +357,22 @@ async fn drive_connection(
     config: Rc<UpstreamConfig>,
 ) {
     let keepalive = connection.ping_pong().zip(config.keepalive_interval);
-    let outcome = match keepalive {
-        Some((ping_pong, interval)) => {
-            monoio::select! {
+    let run = async {
+        match keepalive {
+            Some((ping_pong, interval)) => monoio::select! {
                 result = &mut connection => result.map_err(|e| e.to_string()),
                 reason = keep_alive(ping_pong, interval, config.keepalive_timeout) => Err(reason),
-            }
+            },
+            None => (&mut connection).await.map_err(|e| e.to_string()),
         }
-        None => (&mut connection).await.map_err(|e| e.to_string()),
+    };
+    let drained = async {
+        endpoint.retired.notified().await;
+        monoio::time::sleep(config.drain_timeout).await;
+    };
+    let outcome = monoio::select! {
+        outcome = run => outcome,
+        _ = drained => Err("endpoint left the set and the drain timeout passed".to_string()),
     };
     if let Err(reason) = outcome {
         debug!(endpoint = %endpoint.addr, error = %reason, "upstream connection ended");

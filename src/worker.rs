@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, DownstreamLimits, IoDriver};
 use crate::connection;
 use crate::cors::CorsPolicy;
+use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus};
 use crate::endpoints::{EndpointDirectory, RoundRobin};
 use crate::upstream::Pool;
 
@@ -48,6 +49,8 @@ pub struct Server {
     local_addr: SocketAddr,
     driver: ResolvedDriver,
     directory: Arc<EndpointDirectory>,
+    /// The DNS control plane, when any upstream target is a name; dropping it stops it.
+    discovery: Option<DiscoveryHandle>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -63,7 +66,19 @@ impl Server {
         let worker_count = config.worker_count();
         let listeners = bind_listeners(config.listen, worker_count, config.backlog)?;
         let local_addr = listeners[0].local_addr()?;
-        let directory = Arc::new(EndpointDirectory::new(config.upstream.clone()));
+        let directory = Arc::new(EndpointDirectory::new(discovery::static_addresses(
+            &config.upstream,
+        )));
+        // Names are resolved before the workers start, so they do not begin with an empty set
+        // when DNS works; the control-plane thread keeps them current from then on.
+        let discovery = if config.resolves_names() {
+            Some(discovery::spawn(
+                config.discovery_config(),
+                directory.clone(),
+            )?)
+        } else {
+            None
+        };
         let cores = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -99,13 +114,14 @@ impl Server {
             listen = %local_addr,
             workers = worker_count,
             io_driver = ?driver,
-            upstreams = config.upstream.len(),
+            upstream_targets = config.upstream.len(),
             "ringway serving"
         );
         Ok(Server {
             local_addr,
             driver,
             directory,
+            discovery,
             stop,
             workers,
         })
@@ -122,6 +138,11 @@ impl Server {
     /// The endpoint directory the workers read; the control plane publishes into it.
     pub fn directory(&self) -> &Arc<EndpointDirectory> {
         &self.directory
+    }
+
+    /// What DNS discovery last saw, per target; `None` when every target is static.
+    pub fn discovery_status(&self) -> Option<Arc<DiscoveryStatus>> {
+        self.discovery.as_ref().map(DiscoveryHandle::status)
     }
 
     /// Stop accepting, close the workers' connections and join the threads.
