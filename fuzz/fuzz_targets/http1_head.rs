@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let limits = HeadLimits {
-        header_bytes_max: if knob & 1 == 0 { 8 * 1024 } else { usize::from(knob) },
+        header_bytes_max: if knob & 1 == 0 {
+            8 * 1024
+        } else {
+            usize::from(knob)
+        },
         header_count_max: usize::from(knob >> 3) + 1,
     };
     check_pipeline(input, &limits);
