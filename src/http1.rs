@@ -113,7 +113,8 @@ pub enum Http1Error {
     /// Malformed syntax (bad token, bad version, obs-fold, bad header name/value...). 400.
     Malformed(&'static str),
     /// Content-Length together with Transfer-Encoding, multiple differing Content-Lengths,
-    /// a bad Content-Length, `chunked` not the final coding, Transfer-Encoding on HTTP/1.0. 400.
+    /// a bad Content-Length, `chunked` not the final coding or applied twice, an empty
+    /// Transfer-Encoding element, Transfer-Encoding on HTTP/1.0. 400.
     Smuggling(&'static str),
     /// Head larger than `header_bytes_max` or more than `header_count_max` fields. 431.
     HeadTooLarge,
