@@ -20,6 +20,8 @@
 //!   are capped, chunk-size lines and the trailer section have fixed byte limits, and decoded body
 //!   bytes are capped by `body_bytes_max`. Nothing panics on any input.
 
+use std::mem::MaybeUninit;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Upper bound on `HeadLimits::header_count_max`, because the `httparse` header array lives on
@@ -111,7 +113,8 @@ pub enum Http1Error {
     /// Malformed syntax (bad token, bad version, obs-fold, bad header name/value...). 400.
     Malformed(&'static str),
     /// Content-Length together with Transfer-Encoding, multiple differing Content-Lengths,
-    /// a bad Content-Length, `chunked` not the final coding, Transfer-Encoding on HTTP/1.0. 400.
+    /// a bad Content-Length, `chunked` not the final coding or applied twice, an empty
+    /// Transfer-Encoding element, Transfer-Encoding on HTTP/1.0. 400.
     Smuggling(&'static str),
     /// Head larger than `header_bytes_max` or more than `header_count_max` fields. 431.
     HeadTooLarge,
@@ -172,9 +175,13 @@ pub fn parse_request_head(
     // us rescan an unbounded buffer on each read.
     let window_len = buf.len().min(limits.header_bytes_max);
     let header_count_max = limits.header_count_max.min(HEADER_COUNT_CAP);
-    let mut header_storage = [httparse::EMPTY_HEADER; HEADER_COUNT_CAP];
-    let mut request = httparse::Request::new(&mut header_storage[..header_count_max]);
-    let head_len = match request.parse(&buf[..window_len]) {
+    // Left uninitialised: httparse writes the fields it parses, and zeroing 4 KiB per request
+    // would cost more than a short head takes to parse.
+    let mut header_storage = [const { MaybeUninit::uninit() }; HEADER_COUNT_CAP];
+    let mut request = httparse::Request::new(&mut []);
+    let parsed = request
+        .parse_with_uninit_headers(&buf[..window_len], &mut header_storage[..header_count_max]);
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(head_len)) => head_len,
         // Partial at `len >= header_bytes_max` means the finished head would be longer.
         Ok(httparse::Status::Partial) if buf.len() >= limits.header_bytes_max => {
@@ -188,11 +195,12 @@ pub fn parse_request_head(
     if has_bare_lf(&buf[..head_len]) {
         return Err(Http1Error::Malformed("bare lf in request head"));
     }
-    let layout = HeadLayout::from_request(&request, buf.as_ptr())?;
+    let mut layout = HeadLayout::default();
+    layout.record(&request, buf.as_ptr())?;
     let summary = summarise_headers(request.headers, layout.version)?;
 
     let head = buf.split_to(head_len).freeze();
-    Ok(Some(layout.into_request_head(&head, summary)))
+    Ok(Some(layout.to_request_head(&head, summary)))
 }
 
 fn from_httparse(error: httparse::Error) -> Http1Error {
@@ -207,22 +215,25 @@ fn from_httparse(error: httparse::Error) -> Http1Error {
     }
 }
 
+/// Whether some LF is not preceded by CR. Written without an early exit so that it compiles to
+/// a vector loop: heads are nearly always clean, and this runs over every byte of each one.
 fn has_bare_lf(bytes: &[u8]) -> bool {
-    let mut previous = 0u8;
-    for &byte in bytes {
-        if byte == b'\n' && previous != b'\r' {
-            return true;
-        }
-        previous = byte;
-    }
-    false
+    let starts_with_lf = bytes.first() == Some(&b'\n');
+    let inner_bare_lf = bytes
+        .iter()
+        .zip(bytes.iter().skip(1))
+        .fold(false, |found, (&before, &byte)| {
+            found | ((byte == b'\n') & (before != b'\r'))
+        });
+    starts_with_lf | inner_bare_lf
 }
 
 /// Where the method, path and header fields lie, as byte ranges of the head. httparse hands out
 /// slices that borrow the read buffer, and the buffer must be split before those slices can
 /// become `Bytes`, so the ranges are noted first (on the stack) and turned into `Bytes` after.
 struct HeadLayout {
-    method: (usize, usize),
+    method: Method,
+    method_span: (usize, usize),
     path: (usize, usize),
     version: Version,
     headers: [HeaderSpan; HEADER_COUNT_CAP],
@@ -235,36 +246,49 @@ struct HeaderSpan {
     value: (usize, usize),
 }
 
+impl Default for HeadLayout {
+    fn default() -> Self {
+        HeadLayout {
+            method: Method::Get,
+            method_span: (0, 0),
+            path: (0, 0),
+            version: Version::Http11,
+            headers: [HeaderSpan::default(); HEADER_COUNT_CAP],
+            header_count: 0,
+        }
+    }
+}
+
 impl HeadLayout {
-    fn from_request(
+    /// Note where each part of a completely parsed `request` lies relative to `base`, the start
+    /// of the buffer it was parsed from.
+    fn record(
+        &mut self,
         request: &httparse::Request<'_, '_>,
         base: *const u8,
-    ) -> Result<Self, Http1Error> {
+    ) -> Result<(), Http1Error> {
         // A complete parse always fills method, path and version; a `None` here would be an
         // httparse bug, answered as a malformed request rather than a panic.
         let malformed = Http1Error::Malformed("bad request line");
         let method = request.method.ok_or(malformed.clone())?.as_bytes();
-        let path = request.path.ok_or(malformed.clone())?.as_bytes();
-        let version = match request.version {
+        let path = request.path.ok_or(malformed)?.as_bytes();
+        self.version = match request.version {
             Some(0) => Version::Http10,
             Some(1) => Version::Http11,
             _ => return Err(Http1Error::Malformed("bad http version")),
         };
-        let mut layout = HeadLayout {
-            method: span_of(base, method),
-            path: span_of(base, path),
-            version,
-            headers: [HeaderSpan::default(); HEADER_COUNT_CAP],
-            header_count: request.headers.len(),
-        };
-        for (span, header) in layout.headers.iter_mut().zip(request.headers.iter()) {
+        self.method = known_method(method);
+        self.method_span = span_of(base, method);
+        self.path = span_of(base, path);
+        self.header_count = request.headers.len();
+        for (span, header) in self.headers.iter_mut().zip(request.headers.iter()) {
             span.name = span_of(base, header.name.as_bytes());
             span.value = span_of(base, header.value);
         }
-        Ok(layout)
+        Ok(())
     }
 
-    fn into_request_head(self, head: &Bytes, summary: HeadSummary) -> RequestHead {
+    fn to_request_head(&self, head: &Bytes, summary: HeadSummary) -> RequestHead {
         let slice = |(start, end): (usize, usize)| head.slice(start..end);
         let headers: Vec<Header> = self.headers[..self.header_count]
             .iter()
@@ -275,8 +299,12 @@ impl HeadLayout {
             .collect();
         let host = summary.host_index.map(|i| headers[i].value.clone());
         let content_type = summary.content_type_index.map(|i| headers[i].value.clone());
+        let method = match self.method {
+            Method::Other(_) => Method::Other(slice(self.method_span)),
+            ref known => known.clone(),
+        };
         RequestHead {
-            method: method_from(slice(self.method)),
+            method,
             path: slice(self.path),
             version: self.version,
             headers,
@@ -296,16 +324,18 @@ fn span_of(base: *const u8, part: &[u8]) -> (usize, usize) {
     (start, start + part.len())
 }
 
-fn method_from(token: Bytes) -> Method {
+/// The method for `token`; any method other than the six named ones comes back as
+/// `Other` with an empty placeholder, filled with a slice of the head once it is frozen.
+fn known_method(token: &[u8]) -> Method {
     // Methods are case-sensitive (RFC 9110 §9.1): `get` is some other method, not GET.
-    match &token[..] {
+    match token {
         b"GET" => Method::Get,
         b"POST" => Method::Post,
         b"OPTIONS" => Method::Options,
         b"HEAD" => Method::Head,
         b"PUT" => Method::Put,
         b"DELETE" => Method::Delete,
-        _ => Method::Other(token),
+        _ => Method::Other(Bytes::new()),
     }
 }
 
