@@ -313,6 +313,11 @@ PY
 # --- main ----------------------------------------------------------------------------------------
 ensure_tools
 build
+busy=$(awk '{ print ($1 > 1.0) }' /proc/loadavg)
+if [ "$busy" = 1 ]; then
+  log "WARNING: load average $(cut -d' ' -f1-3 /proc/loadavg) before starting: other work on these"
+  log "         cores will skew every figure (see the loadavg column)"
+fi
 log "writing raw results to $OUT"
 {
   echo "date: $(date -u)"; echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"
