@@ -93,7 +93,7 @@ wait_port() { # port pid: succeed once something listens on 127.0.0.1:port, fail
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 cpu_ns() { # on-CPU nanoseconds of every thread of pid (first field of schedstat)
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' /proc/"$1"/status 2>/dev/null || echo 0; }
@@ -313,6 +313,11 @@ PY
 # --- main ----------------------------------------------------------------------------------------
 ensure_tools
 build
+busy=$(awk '{ print ($1 > 1.0) }' /proc/loadavg)
+if [ "$busy" = 1 ]; then
+  log "WARNING: load average $(cut -d' ' -f1-3 /proc/loadavg) before starting: other work on these"
+  log "         cores will skew every figure (see the loadavg column)"
+fi
 log "writing raw results to $OUT"
 {
   echo "date: $(date -u)"; echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"

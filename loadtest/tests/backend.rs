@@ -571,3 +571,18 @@ async fn error_rate_and_response_size_knobs_apply_to_every_call() {
     }
     assert_eq!(statuses, ["0", "14", "0", "14"]);
 }
+
+#[tokio::test]
+async fn max_concurrent_streams_is_advertised() {
+    let backend = start_with(|c| c.max_concurrent_streams = Some(2));
+    let (mut client, _driver) = connect(backend.local_addr()).await;
+    // The SETTINGS frame is applied once the first exchange has happened.
+    let reply = send(
+        &mut client,
+        grpc_request(backend.local_addr(), "/a.B/Unary", &[]),
+        hello(),
+    )
+    .await;
+    assert_eq!(trailer(&reply, "grpc-status"), Some("0"));
+    assert_eq!(client.current_max_send_streams(), 2);
+}
