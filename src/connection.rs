@@ -496,10 +496,15 @@ impl Downstream {
                 return Event::ClientGone;
             }
             // Readable: either EOF (the client left) or its next pipelined request, which stays
-            // in the buffer. The socket then remains readable, so the watch stops.
+            // in the buffer. The read drained the socket, so watching goes on (a later close is
+            // still noticed) until the buffer holds a whole head's worth: past that the client
+            // is not waiting for this call, and reading on would only grow the buffer.
             match read_more(&mut self.stream, &mut self.buf).await {
                 Ok(0) | Err(_) => return Event::ClientGone,
-                Ok(_) => timers.watch = Watch::Off,
+                Ok(_) if self.buf.len() >= self.context.limits.head.header_bytes_max => {
+                    timers.watch = Watch::Off
+                }
+                Ok(_) => {}
             }
         }
     }
@@ -750,7 +755,7 @@ enum Watch {
     Pending,
     /// Fires `CLIENT_WATCH_DELAY` into the call; from then on the socket is watched.
     Delay(Pin<Box<monoio::time::Sleep>>),
-    /// The client pipelined its next request; its socket stays readable, so stop watching.
+    /// The client pipelined a head's worth of bytes; stop reading until this call ends.
     Off,
 }
 
