@@ -1,0 +1,343 @@
+//! Downstream HTTP/1.1 behaviour: keep-alive, pipelining, body framings, `Expect`, limits,
+//! timeouts, request-smuggling defences and local routes, each with the exact bytes answered.
+
+mod common;
+
+use common::*;
+
+const PROTO: &str = "application/grpc-web+proto";
+
+/// Two calls on one connection, then `Connection: close` ends it after the third.
+#[test]
+fn keep_alive_serves_calls_until_connection_close() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        for message in [&b"first"[..], b"second"] {
+            client.write(&grpc_web_request(UNARY, &[], &grpc_frame(message)));
+            assert_echo(&client.read_response(), "b", &[message]);
+        }
+        client.write(&grpc_web_request(
+            UNARY,
+            &[("connection", "close")],
+            &grpc_frame(b"last"),
+        ));
+        let last = client.read_response();
+        assert_eq!(
+            last.head,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\nx-backend: b\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(last.body, echo_body(&[b"last"]));
+        client.assert_closed();
+    });
+}
+
+/// HTTP/1.0 keeps the connection only with `Connection: keep-alive`.
+#[test]
+fn http10_keeps_the_connection_only_when_asked() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!(
+            client.read_until(b"ok\n"),
+            b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\
+              connection: keep-alive\r\n\r\nok\n"
+        );
+        client.write(b"GET /healthz HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            client.read_to_end(),
+            b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nok\n"
+        );
+    });
+}
+
+/// Three requests in one write are answered in order.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let messages: [&[u8]; 3] = [b"one", b"two", b"three"];
+        let mut pipelined = Vec::new();
+        for message in messages {
+            pipelined.extend(grpc_web_request(UNARY, &[], &grpc_frame(message)));
+        }
+        pipelined.extend_from_slice(b"GET /healthz HTTP/1.1\r\nhost: test.local\r\n\r\n");
+        client.write(&pipelined);
+        for message in messages {
+            assert_echo(&client.read_response(), "b", &[message]);
+        }
+        assert_eq!(client.read_response().body, b"ok\n");
+    });
+}
+
+/// A chunked body is reassembled whatever the chunk boundaries, including inside the 5-byte
+/// gRPC prefix, and whether the chunks arrive together or one write each.
+#[test]
+fn chunked_body_split_anywhere() {
+    let backend = start_backend("b");
+    let message = b"chunk boundaries anywhere";
+    let frame = grpc_frame(message);
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        for split in 1..frame.len() {
+            let mut request = post_chunked_head(UNARY, PROTO, &[]);
+            request.extend(chunked_body(&[&frame[..split], &frame[split..]]));
+            client.write(&request);
+            assert_echo(&client.read_response(), "b", &[message]);
+        }
+        // One byte per chunk, one write per chunk.
+        client.write(&post_chunked_head(UNARY, PROTO, &[]));
+        for byte in frame.chunks(1) {
+            client.write(&chunk(byte));
+        }
+        client.write(b"0\r\n\r\n");
+        assert_echo(&client.read_response(), "b", &[message]);
+    });
+}
+
+/// A Content-Length body may arrive in pieces, split inside the gRPC prefix.
+#[test]
+fn content_length_body_in_pieces() {
+    let backend = start_backend("b");
+    let message = b"length-delimited";
+    let request = grpc_web_request(UNARY, &[], &grpc_frame(message));
+    let body_start = request.len() - grpc_frame(message).len();
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        for cut in [body_start, body_start + 2, body_start + 5, request.len() - 1] {
+            client.write(&request[..cut]);
+            client.write(&request[cut..]);
+            assert_echo(&client.read_response(), "b", &[message]);
+        }
+    });
+}
+
+/// `Expect: 100-continue` gets the interim response before the body is sent.
+#[test]
+fn expect_100_continue() {
+    let backend = start_backend("b");
+    let body = grpc_frame(b"after continue");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let request = grpc_web_request(UNARY, &[("expect", "100-continue")], &body);
+        client.write(&request[..request.len() - body.len()]);
+        assert_eq!(client.read_raw_head(), "HTTP/1.1 100 Continue\r\n\r\n");
+        client.write(&body);
+        assert_echo(&client.read_response(), "b", &[b"after continue"]);
+    });
+}
+
+fn assert_refused(proxy: std::net::SocketAddr, request: &[u8], expected: &str) {
+    let mut client = Reader::new(connect(proxy));
+    client.write(request);
+    assert_eq!(
+        String::from_utf8_lossy(&client.read_to_end()),
+        expected,
+        "request {:?}",
+        String::from_utf8_lossy(request)
+    );
+}
+
+#[test]
+fn oversized_heads_get_431_and_close() {
+    let backend = start_backend("b");
+    let expected = local_error(
+        "431 Request Header Fields Too Large",
+        "request head too large",
+    );
+    for_each_driver(|driver| {
+        let flags = ["--header-bytes-max", "512", "--header-count-max", "8"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let long_value = "v".repeat(600);
+        let too_long = grpc_web_request(UNARY, &[("x-long", &long_value)], &grpc_frame(b"x"));
+        assert_refused(proxy.local_addr(), &too_long, &expected);
+        let many: Vec<(String, String)> = (0..8).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let too_many = grpc_web_request(UNARY, &many, &grpc_frame(b"x"));
+        assert_refused(proxy.local_addr(), &too_many, &expected);
+        // Just under both limits still works.
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&grpc_web_request(UNARY, &many[..3], &grpc_frame(b"x")));
+        assert_echo(&client.read_response(), "b", &[b"x"]);
+    });
+    assert_eq!(backend.stats().calls_started, 2);
+}
+
+#[test]
+fn oversized_bodies_get_413_and_close() {
+    let backend = start_backend("b");
+    let expected = local_error("413 Content Too Large", "request body too large");
+    let big = grpc_frame(&[7u8; 100]);
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &["--body-bytes-max", "64"]);
+        assert_refused(
+            proxy.local_addr(),
+            &grpc_web_request(UNARY, &[], &big),
+            &expected,
+        );
+        let mut chunked = post_chunked_head(UNARY, PROTO, &[]);
+        chunked.extend(chunked_body(&[&big[..50], &big[50..]]));
+        assert_refused(proxy.local_addr(), &chunked, &expected);
+    });
+    assert_eq!(backend.stats().calls_started, 0);
+}
+
+/// A head that stops arriving gets 408 once the header read timeout passes.
+#[test]
+fn slow_head_gets_408() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let flags = ["--header-read-timeout-ms", "100"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        assert_refused(
+            proxy.local_addr(),
+            b"POST /test.Echo/Unary HTTP/1.1\r\nhost: test.local\r\n",
+            &local_error("408 Request Timeout", "request not received in time"),
+        );
+    });
+}
+
+/// An idle keep-alive connection is closed without a word, after a request or before any.
+#[test]
+fn idle_connection_closes_silently() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let flags = ["--idle-timeout-ms", "100"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"then idle")));
+        assert_echo(&client.read_response(), "b", &[b"then idle"]);
+        client.assert_closed();
+        Reader::new(connect(proxy.local_addr())).assert_closed();
+    });
+}
+
+/// Ambiguous framing is refused with 400 (an unknown coding with 501), then the connection
+/// closes: nothing after such a request can be trusted.
+#[test]
+fn smuggling_attempts_are_refused_and_close() {
+    let backend = start_backend("b");
+    let frame = grpc_frame(b"x");
+    let head = |extra: &str| {
+        format!(
+            "POST /test.Echo/Unary HTTP/1.1\r\nhost: test.local\r\n\
+             content-type: application/grpc-web+proto\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    };
+    let with_body = |mut head: Vec<u8>, body: &[u8]| {
+        head.extend_from_slice(body);
+        head
+    };
+    let cases: Vec<(Vec<u8>, String)> = vec![
+        (
+            with_body(
+                head("content-length: 6\r\ntransfer-encoding: chunked\r\n"),
+                &chunked_body(&[&frame]),
+            ),
+            local_error("400 Bad Request", "content-length with transfer-encoding"),
+        ),
+        (
+            with_body(head("content-length: 6\r\ncontent-length: 7\r\n"), &frame),
+            local_error("400 Bad Request", "conflicting content-length values"),
+        ),
+        (
+            with_body(
+                head("transfer-encoding: chunked\r\n"),
+                b"zz\r\n000000\r\n0\r\n\r\n",
+            ),
+            local_error("400 Bad Request", "bad chunk size"),
+        ),
+        (
+            with_body(head("content-length: 6\r\nx-folded: a\r\n b\r\n"), &frame),
+            local_error("400 Bad Request", "bad header name"),
+        ),
+        (
+            with_body(
+                head("transfer-encoding: gzip, chunked\r\n"),
+                &chunked_body(&[&frame]),
+            ),
+            local_error("501 Not Implemented", "unsupported transfer coding"),
+        ),
+    ];
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        for (request, expected) in &cases {
+            assert_refused(proxy.local_addr(), request, expected);
+        }
+    });
+    assert_eq!(backend.stats().calls_started, 0);
+}
+
+/// A refused request on one connection does not disturb a call in flight on another.
+#[test]
+fn bad_request_leaves_concurrent_call_alone() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut streaming = Reader::new(connect(proxy.local_addr()));
+        let headers = [("x-stream-count", "2"), ("x-stream-interval-ms", "200")];
+        streaming.write(&grpc_web_request(SERVER_STREAM, &headers, &grpc_frame(b"s")));
+        streaming.read_raw_head();
+        assert_eq!(streaming.read_chunk().unwrap(), grpc_frame(b"s"));
+        assert_refused(
+            proxy.local_addr(),
+            &with_te_and_length(),
+            &local_error("400 Bad Request", "content-length with transfer-encoding"),
+        );
+        assert_eq!(streaming.read_chunk().unwrap(), grpc_frame(b"s"));
+        assert_eq!(
+            streaming.read_chunk().unwrap(),
+            trailer_frame(&[("grpc-status", "0")])
+        );
+        assert_eq!(streaming.read_chunk(), None);
+    });
+}
+
+fn with_te_and_length() -> Vec<u8> {
+    b"POST /test.Echo/Unary HTTP/1.1\r\nhost: test.local\r\ncontent-type: application/grpc-web\r\n\
+      content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+        .to_vec()
+}
+
+/// Requests that are not gRPC-Web calls: 415 for another content type, 405 for another
+/// method, 200 for the health path.
+#[test]
+fn local_routes() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        assert_refused(
+            proxy.local_addr(),
+            &post(UNARY, "application/json", &[], b"{}"),
+            &local_error(
+                "415 Unsupported Media Type",
+                "content-type must be application/grpc-web or application/grpc-web-text",
+            ),
+        );
+        assert_refused(
+            proxy.local_addr(),
+            b"GET /test.Echo/Unary HTTP/1.1\r\nhost: test.local\r\n\r\n",
+            &local_error("405 Method Not Allowed", "gRPC-Web calls use POST"),
+        );
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(b"GET /healthz HTTP/1.1\r\nhost: test.local\r\n\r\n");
+        assert_eq!(
+            client.read_until(b"ok\n"),
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nok\n"
+        );
+        // The connection stays usable after the health check.
+        client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"after")));
+        assert_echo(&client.read_response(), "b", &[b"after"]);
+    });
+    assert_eq!(backend.stats().calls_started, 2);
+}
