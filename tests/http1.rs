@@ -112,7 +112,12 @@ fn content_length_body_in_pieces() {
     for_each_driver(|driver| {
         let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
         let mut client = Reader::new(connect(proxy.local_addr()));
-        for cut in [body_start, body_start + 2, body_start + 5, request.len() - 1] {
+        for cut in [
+            body_start,
+            body_start + 2,
+            body_start + 5,
+            request.len() - 1,
+        ] {
             client.write(&request[..cut]);
             client.write(&request[cut..]);
             assert_echo(&client.read_response(), "b", &[message]);
@@ -286,7 +291,11 @@ fn bad_request_leaves_concurrent_call_alone() {
         let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
         let mut streaming = Reader::new(connect(proxy.local_addr()));
         let headers = [("x-stream-count", "2"), ("x-stream-interval-ms", "200")];
-        streaming.write(&grpc_web_request(SERVER_STREAM, &headers, &grpc_frame(b"s")));
+        streaming.write(&grpc_web_request(
+            SERVER_STREAM,
+            &headers,
+            &grpc_frame(b"s"),
+        ));
         streaming.read_raw_head();
         assert_eq!(streaming.read_chunk().unwrap(), grpc_frame(b"s"));
         assert_refused(

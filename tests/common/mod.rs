@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
-use ringway_load::backend::{Backend, BackendConfig, BackendHandle};
 use ringway::grpc_web::{Base64Decoder, Frame, FrameParser};
 use ringway::worker::Server;
+use ringway_load::backend::{Backend, BackendConfig, BackendHandle};
 
 /// Both io drivers; every integration test runs under each, as monoio's own CI does.
 pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
@@ -91,7 +91,12 @@ pub fn grpc_web_request(path: &str, extra_headers: &[(&str, &str)], body: &[u8])
 }
 
 /// A gRPC-Web POST with the given content type, extra headers and a Content-Length body.
-pub fn post(path: &str, content_type: &str, extra_headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+pub fn post(
+    path: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nhost: test.local\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
         body.len()
@@ -106,7 +111,11 @@ pub fn post(path: &str, content_type: &str, extra_headers: &[(&str, &str)], body
 }
 
 /// The head of a gRPC-Web POST with a chunked body (the chunks follow, see [`chunk`]).
-pub fn post_chunked_head(path: &str, content_type: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+pub fn post_chunked_head(
+    path: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nhost: test.local\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n"
     );
@@ -153,7 +162,7 @@ pub fn local_error(status_line: &str, reason: &str) -> String {
 }
 
 /// A parsed HTTP/1.x response.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Response {
     /// The head exactly as received, status line to blank line included.
     pub head: String,
@@ -182,7 +191,9 @@ impl Response {
         {
             let mut decoded = BytesMut::new();
             let mut decoder = Base64Decoder::new();
-            decoder.decode(&self.body, &mut decoded).expect("valid base64");
+            decoder
+                .decode(&self.body, &mut decoded)
+                .expect("valid base64");
             decoder.finish(&mut decoded).expect("valid base64 end");
             decoded
         } else {
@@ -241,7 +252,10 @@ pub fn parse_frames(mut raw: BytesMut) -> Vec<Frame> {
     while let Some(frame) = parser.parse(&mut raw).expect("well-formed gRPC-Web frames") {
         frames.push(frame);
     }
-    assert!(raw.is_empty(), "trailing bytes after the last frame: {raw:?}");
+    assert!(
+        raw.is_empty(),
+        "trailing bytes after the last frame: {raw:?}"
+    );
     frames
 }
 
@@ -285,7 +299,11 @@ impl Reader {
             if let Some(at) = find(&self.buf, delimiter) {
                 return self.buf.drain(..at + delimiter.len()).collect();
             }
-            assert!(self.fill(), "EOF before {delimiter:?}; have {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                self.fill(),
+                "EOF before {delimiter:?}; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
         }
     }
 
@@ -320,7 +338,11 @@ impl Reader {
     /// Assert the peer closed the connection without sending anything more.
     pub fn assert_closed(&mut self) {
         let rest = self.read_to_end();
-        assert!(rest.is_empty(), "expected close, got {:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            rest.is_empty(),
+            "expected close, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 
     /// One chunk of a chunked body: `Some(data)`, or `None` for the last chunk (and its CRLF).
@@ -329,7 +351,11 @@ impl Reader {
         let size = usize::from_str_radix(std::str::from_utf8(&line[..line.len() - 2]).unwrap(), 16)
             .expect("hex chunk size");
         if size == 0 {
-            assert_eq!(self.read_exact(2), b"\r\n", "no trailer section after the last chunk");
+            assert_eq!(
+                self.read_exact(2),
+                b"\r\n",
+                "no trailer section after the last chunk"
+            );
             return None;
         }
         let data = self.read_exact(size);
@@ -356,7 +382,10 @@ impl Reader {
             }
             (body, "chunked")
         } else if let Some(length) = get("content-length") {
-            (self.read_exact(length.parse().expect("numeric content-length")), "length")
+            (
+                self.read_exact(length.parse().expect("numeric content-length")),
+                "length",
+            )
         } else {
             (self.read_to_end(), "close")
         };
