@@ -1,0 +1,267 @@
+//! Every call ends in a gRPC status the client can read: unreachable upstreams, non-gRPC
+//! replies, stream resets, deadlines, a backend that dies, and the upstream cancellation of a
+//! call whose client went away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The exact head of a local trailers-only reply.
+fn trailers_only_head(code: u32, message: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\ngrpc-status: {code}\r\n\
+         grpc-message: {message}\r\ncontent-length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn unreachable_upstream_is_unavailable() {
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[closed_port()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"m")));
+        let refused = client.read_response();
+        assert_eq!(
+            refused.head,
+            trailers_only_head(
+                14,
+                "upstream connect error: Connection refused (os error 111)"
+            )
+        );
+        // The endpoint is now in reconnect backoff: failed fast, same status, same connection.
+        client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"m")));
+        assert_eq!(
+            client.read_response().head,
+            trailers_only_head(
+                14,
+                "upstream connect error: endpoint in reconnect backoff after a failed connect"
+            )
+        );
+    });
+}
+
+/// doc/http-grpc-status-mapping.md: an upstream HTTP status without gRPC framing.
+#[test]
+fn non_grpc_upstream_replies_map_to_status() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        for (http, code) in [
+            (503, 14),
+            (404, 12),
+            (401, 16),
+            (403, 7),
+            (400, 13),
+            (500, 2),
+        ] {
+            let http_status = http.to_string();
+            client.write(&grpc_web_request(
+                UNARY,
+                &[("x-http-status", &http_status)],
+                &grpc_frame(b"m"),
+            ));
+            assert_eq!(
+                client.read_response().head,
+                trailers_only_head(
+                    code,
+                    &format!("upstream returned HTTP {http} without gRPC status")
+                )
+            );
+        }
+    });
+}
+
+/// PROTOCOL-HTTP2.md: RST_STREAM before any response headers.
+#[test]
+fn reset_before_headers_maps_to_status() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        for (reset_code, name, code) in [
+            ("7", "REFUSED_STREAM", 14),
+            ("8", "CANCEL", 1),
+            ("11", "ENHANCE_YOUR_CALM", 8),
+            ("2", "INTERNAL_ERROR", 13),
+        ] {
+            let headers = [("x-reset", "before-headers"), ("x-reset-code", reset_code)];
+            client.write(&grpc_web_request(UNARY, &headers, &grpc_frame(b"m")));
+            assert_eq!(
+                client.read_response().head,
+                trailers_only_head(code, &format!("upstream reset the stream: {name}"))
+            );
+        }
+    });
+}
+
+/// A reset after the response headers ends the body with a trailer frame carrying a status.
+#[test]
+fn reset_after_headers_ends_with_a_trailer_frame() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let trailer = trailer_frame(&[
+            ("grpc-status", "13"),
+            ("grpc-message", "upstream reset the stream: INTERNAL_ERROR"),
+        ]);
+        let no_message: &[&[u8]] = &[];
+        for (point, messages) in [("after-headers", no_message), ("after-data", &[b"m"])] {
+            client.write(&grpc_web_request(
+                UNARY,
+                &[("x-reset", point)],
+                &grpc_frame(b"m"),
+            ));
+            let response = client.read_response();
+            assert_eq!(
+                response.head,
+                streaming_head("application/grpc-web+proto", "b")
+            );
+            let mut body: Vec<u8> = messages.iter().flat_map(|m| grpc_frame(m)).collect();
+            body.extend_from_slice(&trailer);
+            assert_eq!(response.body, body, "reset {point}");
+        }
+    });
+}
+
+/// An expired grpc-timeout answers DEADLINE_EXCEEDED and cancels the upstream stream.
+#[test]
+fn grpc_timeout_expiry_cancels_upstream() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let headers = [("grpc-timeout", "100m"), ("x-delay-ms", "60000")];
+        let response = roundtrip(
+            proxy.local_addr(),
+            &grpc_web_request(UNARY, &headers, &grpc_frame(b"m")),
+        );
+        assert_eq!(response.head, trailers_only_head(4, "deadline exceeded"));
+        assert!(wait_until(WAIT, || backend.stats().cancelled_by_client == 1));
+    });
+}
+
+/// `--grpc-timeout-max-ms` caps a longer grpc-timeout, and applies to calls without one.
+#[test]
+fn grpc_timeout_max_caps_the_deadline() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let flags = ["--grpc-timeout-max-ms", "100"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        for (cancelled, asked) in [(1, Some("60S")), (2, None)] {
+            let mut headers = vec![("x-delay-ms", "60000")];
+            headers.extend(asked.map(|t| ("grpc-timeout", t)));
+            client.write(&grpc_web_request(UNARY, &headers, &grpc_frame(b"m")));
+            assert_eq!(
+                client.read_response().head,
+                trailers_only_head(4, "deadline exceeded")
+            );
+            let seen = backend.last_request_headers().unwrap();
+            let timeout = seen.get("grpc-timeout").unwrap();
+            let ms: u64 = timeout.strip_suffix('m').unwrap().parse().unwrap();
+            assert!((1..=100).contains(&ms), "grpc-timeout {timeout}");
+            assert!(wait_until(WAIT, || {
+                backend.stats().cancelled_by_client == cancelled
+            }));
+        }
+    });
+}
+
+/// Without a grpc-timeout no deadline applies: a stream whose messages are further apart than
+/// the header read and idle timeouts runs to its end.
+#[test]
+fn long_server_stream_is_not_cut() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let flags = ["--header-read-timeout-ms", "50", "--idle-timeout-ms", "50"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let headers = [("x-stream-count", "4"), ("x-stream-interval-ms", "150")];
+        let response = roundtrip(
+            proxy.local_addr(),
+            &grpc_web_request(SERVER_STREAM, &headers, &grpc_frame(b"slow")),
+        );
+        assert_eq!(
+            response.head,
+            streaming_head("application/grpc-web+proto", "b")
+        );
+        assert_eq!(response.body, echo_body(&[&b"slow"[..]; 4]));
+    });
+}
+
+/// A client that disconnects while its unary call waits upstream cancels the stream.
+#[test]
+fn client_disconnect_cancels_unary_call() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&grpc_web_request(
+            UNARY,
+            &[("x-delay-ms", "60000")],
+            &grpc_frame(b"m"),
+        ));
+        assert!(wait_until(WAIT, || backend.stats().in_flight == 1));
+        drop(client);
+        assert!(wait_until(WAIT, || backend.stats().cancelled_by_client == 1));
+    });
+}
+
+/// A client that disconnects in the middle of a server stream cancels the stream.
+#[test]
+fn client_disconnect_cancels_server_stream() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let headers = [("x-stream-count", "3"), ("x-stream-interval-ms", "60000")];
+        client.write(&grpc_web_request(
+            SERVER_STREAM,
+            &headers,
+            &grpc_frame(b"tick"),
+        ));
+        client.read_raw_head();
+        assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
+        drop(client);
+        assert!(wait_until(WAIT, || backend.stats().cancelled_by_client == 1));
+        assert_eq!(backend.stats().calls_finished, 0);
+    });
+}
+
+/// A backend that dies mid-stream still leaves the client with a terminal status.
+#[test]
+fn backend_killed_mid_stream_ends_with_a_status() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let headers = [("x-stream-count", "3"), ("x-stream-interval-ms", "60000")];
+        client.write(&grpc_web_request(
+            SERVER_STREAM,
+            &headers,
+            &grpc_frame(b"tick"),
+        ));
+        client.read_raw_head();
+        assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
+        backend.kill();
+        // The io error's wording (broken pipe, reset, EOF) depends on where the kill caught the
+        // connection; the status does not.
+        let last = Response {
+            body: client.read_chunk().expect("a trailer frame"),
+            ..Response::default()
+        };
+        let trailers = last.trailers();
+        assert_eq!(trailers.len(), 2, "{trailers:?}");
+        assert_eq!(trailers[0], ("grpc-status".into(), "14".into()));
+        assert_eq!(trailers[1].0, "grpc-message");
+        assert!(
+            trailers[1].1.starts_with("upstream connection error: "),
+            "{trailers:?}"
+        );
+        assert_eq!(client.read_chunk(), None);
+    });
+}
