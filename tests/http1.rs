@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 const PROTO: &str = "application/grpc-web+proto";
@@ -349,4 +351,144 @@ fn local_routes() {
         assert_echo(&client.read_response(), "b", &[b"after"]);
     });
     assert_eq!(backend.stats().calls_started, 2);
+}
+
+/// A request pipelined while the previous call still waits upstream is kept and answered next.
+#[test]
+fn request_pipelined_during_a_call_is_answered_after_it() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&grpc_web_request(
+            UNARY,
+            &[("x-delay-ms", "200")],
+            &grpc_frame(b"slow"),
+        ));
+        assert!(wait_until(Duration::from_secs(5), || {
+            backend.stats().in_flight == 1
+        }));
+        client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"next")));
+        assert_echo(&client.read_response(), "b", &[b"slow"]);
+        assert_echo(&client.read_response(), "b", &[b"next"]);
+    });
+}
+
+/// A chunked body may end with a trailer section; it is consumed, not forwarded.
+#[test]
+fn chunked_body_with_trailer_section() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let mut request = post_chunked_head(UNARY, PROTO, &[]);
+        request.extend(chunk(&grpc_frame(b"t")));
+        request.extend_from_slice(b"0\r\nx-checksum: 1\r\n\r\n");
+        client.write(&request);
+        assert_echo(&client.read_response(), "b", &[b"t"]);
+        client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"u")));
+        assert_echo(&client.read_response(), "b", &[b"u"]);
+    });
+}
+
+/// A body that stops arriving mid-call gets 408 and the upstream stream is cancelled.
+#[test]
+fn stalled_body_gets_408_and_cancels_upstream() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let flags = ["--header-read-timeout-ms", "100"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let frame = grpc_frame(b"never finished");
+        let request = grpc_web_request(UNARY, &[], &frame);
+        assert_refused(
+            proxy.local_addr(),
+            &request[..request.len() - 3],
+            &local_error("408 Request Timeout", "request not received in time"),
+        );
+        assert!(wait_until(Duration::from_secs(5), || {
+            backend.stats().cancelled_by_client == 1
+        }));
+    });
+}
+
+/// `Expect` values other than 100-continue get 417; an oversized body announced with
+/// 100-continue gets 413 without the interim response.
+#[test]
+fn expectations_that_cannot_be_met() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &["--body-bytes-max", "64"]);
+        let head = |expect: &str, length: usize| {
+            format!(
+                "POST {UNARY} HTTP/1.1\r\nhost: test.local\r\ncontent-type: {PROTO}\r\n\
+                 expect: {expect}\r\ncontent-length: {length}\r\n\r\n"
+            )
+            .into_bytes()
+        };
+        assert_refused(
+            proxy.local_addr(),
+            &head("something-else", 6),
+            &local_error("417 Expectation Failed", "unsupported expectation"),
+        );
+        assert_refused(
+            proxy.local_addr(),
+            &head("100-continue", 1000),
+            &local_error("413 Content Too Large", "request body too large"),
+        );
+    });
+    assert_eq!(backend.stats().calls_started, 0);
+}
+
+/// A grpc-web-text body that is not base64 gets 400.
+#[test]
+fn bad_base64_gets_400() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        assert_refused(
+            proxy.local_addr(),
+            &post(UNARY, "application/grpc-web-text", &[], b"AAAA*AAA"),
+            &local_error("400 Bad Request", "grpc-web-text body is not valid base64"),
+        );
+    });
+}
+
+/// HEAD on the health path: the same head as GET, no body.
+#[test]
+fn head_on_health_path() {
+    let backend = start_backend("b");
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(b"HEAD /healthz HTTP/1.1\r\nhost: test.local\r\n\r\n");
+        assert_eq!(
+            client.read_raw_head(),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\n"
+        );
+        client.write(b"GET /healthz HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n\r\n");
+        assert_eq!(
+            client.read_to_end(),
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\
+              connection: close\r\n\r\nok\n"
+        );
+    });
+}
+
+/// A large body refused before it was read: the client, still uploading, must be able to
+/// read the answer (the proxy may not reset the connection under it).
+#[test]
+fn large_refused_body_answer_is_readable() {
+    let backend = start_backend("b");
+    let big = grpc_frame(&vec![1u8; 4 * 1024 * 1024]);
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[backend.local_addr()], &["--body-bytes-max", "64"]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let request = grpc_web_request(UNARY, &[], &big);
+        // The proxy answers after the head; the rest of the upload may fail, which is fine.
+        let _ = std::io::Write::write_all(&mut client.stream, &request);
+        assert_eq!(
+            String::from_utf8_lossy(&client.read_to_end()),
+            local_error("413 Content Too Large", "request body too large")
+        );
+    });
 }

@@ -265,3 +265,33 @@ fn backend_killed_mid_stream_ends_with_a_status() {
         assert_eq!(client.read_chunk(), None);
     });
 }
+
+/// A client that goes away in the middle of its upload cancels the upstream stream.
+#[test]
+fn client_disconnect_mid_upload_cancels_upstream() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&post_chunked_head(UNARY, "application/grpc-web", &[]));
+        client.write(&chunk(b"\x00\x00\x00\x00\x10partial"));
+        assert!(wait_until(WAIT, || backend.stats().in_flight == 1));
+        drop(client);
+        assert!(wait_until(WAIT, || backend.stats().cancelled_by_client == 1));
+    });
+}
+
+/// A call that fails before its body was read (nothing to connect to): a client still
+/// uploading a large body must be able to read the status.
+#[test]
+fn unreachable_upstream_status_is_readable_during_upload() {
+    let big = grpc_frame(&vec![1u8; 4 * 1024 * 1024]);
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, &[closed_port()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let request = grpc_web_request(UNARY, &[], &big);
+        let _ = std::io::Write::write_all(&mut client.stream, &request);
+        let response = client.read_response();
+        assert_eq!(response.grpc_status(), Some(14), "{}", response.head);
+    });
+}
