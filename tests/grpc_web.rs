@@ -332,3 +332,76 @@ fn http10_gets_a_close_delimited_response() {
         );
     });
 }
+
+/// Text mode end to end for a server stream, a trailers-only reply and a local error: every
+/// answer carries the text content type, and streamed pieces are base64 each on its own.
+#[test]
+fn text_mode_stream_and_statuses() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let frame = STANDARD.encode(grpc_frame(b"st"));
+        let stream = roundtrip(
+            proxy.local_addr(),
+            &post(
+                SERVER_STREAM,
+                TEXT,
+                &[("x-stream-count", "3")],
+                frame.as_bytes(),
+            ),
+        );
+        assert_text_echo(&stream, TEXT, &[b"st", b"st", b"st"]);
+
+        let trailers_only = roundtrip(
+            proxy.local_addr(),
+            &post(
+                UNARY,
+                TEXT,
+                &[("x-trailers-only", "1"), ("x-grpc-status", "9")],
+                frame.as_bytes(),
+            ),
+        );
+        assert_eq!(
+            trailers_only.head,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web-text\r\nx-backend: b\r\n\
+             grpc-status: 9\r\ncontent-length: 0\r\n\r\n"
+        );
+        drop(proxy);
+
+        let unreachable = start_proxy(driver, &[closed_port()], &[]);
+        let local = roundtrip(unreachable.local_addr(), &text_request(TEXT, &frame));
+        assert_eq!(local.header("content-type"), Some(TEXT));
+        assert_eq!(local.header("grpc-status"), Some("14"));
+    });
+}
+
+/// Binary (`-bin`) and repeated metadata pass through unchanged in both directions.
+#[test]
+fn binary_and_repeated_metadata() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let headers = [
+            ("x-echo-data-bin", "AAEC/w=="),
+            ("x-echo-multi", "a"),
+            ("x-echo-multi", "b"),
+            ("x-trailer-echo-t-bin", "3q2+7w"),
+        ];
+        let response = roundtrip(
+            proxy.local_addr(),
+            &grpc_web_request(UNARY, &headers, &grpc_frame(b"m")),
+        );
+        assert_eq!(
+            response.head,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\nx-backend: b\r\n\
+             x-echo-data-bin: AAEC/w==\r\nx-echo-multi: a\r\nx-echo-multi: b\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
+        let mut body = grpc_frame(b"m");
+        body.extend(trailer_frame(&[
+            ("grpc-status", "0"),
+            ("x-trailer-echo-t-bin", "3q2+7w"),
+        ]));
+        assert_eq!(response.body, body);
+    });
+}

@@ -295,3 +295,39 @@ fn unreachable_upstream_status_is_readable_during_upload() {
         assert_eq!(response.grpc_status(), Some(14), "{}", response.head);
     });
 }
+
+/// A deadline that expires after the response head ends the stream with a status-4 trailer
+/// frame and cancels the upstream stream.
+#[test]
+fn deadline_mid_stream_ends_with_a_trailer_frame() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        let headers = [
+            ("x-stream-count", "2"),
+            ("x-stream-interval-ms", "60000"),
+            ("grpc-timeout", "200m"),
+        ];
+        client.write(&grpc_web_request(
+            SERVER_STREAM,
+            &headers,
+            &grpc_frame(b"tick"),
+        ));
+        let response = client.read_response();
+        assert_eq!(
+            response.head,
+            streaming_head("application/grpc-web+proto", "b")
+        );
+        let mut body = grpc_frame(b"tick");
+        body.extend(trailer_frame(&[
+            ("grpc-status", "4"),
+            ("grpc-message", "deadline exceeded"),
+        ]));
+        assert_eq!(response.body, body);
+        assert!(wait_until(WAIT, || backend.stats().cancelled_by_client == 1));
+        // The call ended cleanly for the client: the connection takes the next one.
+        client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"next")));
+        assert_echo(&client.read_response(), "b", &[b"next"]);
+    });
+}
