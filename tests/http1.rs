@@ -492,3 +492,118 @@ fn large_refused_body_answer_is_readable() {
         );
     });
 }
+
+/// Unusual but unambiguous framings are accepted: chunk extensions, a capitalised coding, a
+/// repeated identical Content-Length, an absolute-form target, a head sent byte by byte.
+#[test]
+fn unusual_but_unambiguous_requests_are_served() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let frame = grpc_frame(b"odd");
+        let mut client = Reader::new(connect(proxy.local_addr()));
+
+        let mut extensions = post_chunked_head(UNARY, PROTO, &[]);
+        extensions.extend_from_slice(format!("{:x};name=value\r\n", frame.len()).as_bytes());
+        extensions.extend_from_slice(&frame);
+        extensions.extend_from_slice(b"\r\n0;last\r\n\r\n");
+        let mut capitalised = format!(
+            "POST {UNARY} HTTP/1.1\r\nHost: test.local\r\nContent-Type: {PROTO}\r\n\
+             Transfer-Encoding: Chunked\r\n\r\n"
+        )
+        .into_bytes();
+        capitalised.extend(chunked_body(&[&frame]));
+        let length = frame.len().to_string();
+        let repeated = post(
+            UNARY,
+            PROTO,
+            &[("content-length", &format!("{length}, {length}"))],
+            &frame,
+        );
+        let mut absolute = format!(
+            "POST http://test.local{UNARY} HTTP/1.1\r\nhost: test.local\r\n\
+             content-type: {PROTO}\r\ncontent-length: {length}\r\n\r\n"
+        )
+        .into_bytes();
+        absolute.extend_from_slice(&frame);
+        for request in [&extensions, &capitalised, &repeated, &absolute] {
+            client.write(request);
+            assert_echo(&client.read_response(), "b", &[b"odd"]);
+        }
+        assert_eq!(
+            backend.last_request_headers().unwrap().get(":path"),
+            Some(UNARY)
+        );
+
+        for byte in grpc_web_request(UNARY, &[], &frame).chunks(1) {
+            client.write(byte);
+        }
+        assert_echo(&client.read_response(), "b", &[b"odd"]);
+    });
+}
+
+/// Malformed heads get 400 with the reason, then the connection closes.
+#[test]
+fn malformed_heads_are_refused() {
+    let frame = grpc_frame(b"x");
+    let with_frame = |head: &str| {
+        let mut request = head.as_bytes().to_vec();
+        request.extend_from_slice(&frame);
+        request
+    };
+    let cases = [
+        (
+            with_frame(&format!(
+                "POST {UNARY} HTTP/1.1\r\ncontent-type: {PROTO}\r\ncontent-length: 6\r\n\r\n"
+            )),
+            "missing host header",
+        ),
+        (
+            with_frame(&format!(
+                "POST {UNARY} HTTP/1.1\r\nhost: a\r\ncontent-type: {PROTO}\r\ncontent-length: +6\r\n\r\n"
+            )),
+            "bad content-length",
+        ),
+        (
+            format!(
+                "POST {UNARY} HTTP/1.0\r\nhost: a\r\ncontent-type: {PROTO}\r\n\
+                 transfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+            )
+            .into_bytes(),
+            "transfer-encoding on http/1.0",
+        ),
+        (
+            with_frame(&format!(
+                "POST {UNARY} HTTP/1.1\r\nhost: a\ncontent-type: {PROTO}\r\ncontent-length: 6\r\n\r\n"
+            )),
+            "bare lf in request head",
+        ),
+        (
+            with_frame(&format!(
+                "POST {UNARY} HTTP/1.1\r\nhost: a\r\nx-nul: a\0b\r\ncontent-type: {PROTO}\r\n\
+                 content-length: 6\r\n\r\n"
+            )),
+            "bad header value",
+        ),
+        (
+            format!(
+                "POST {UNARY} HTTP/1.1\r\nhost: a\r\ncontent-type: {PROTO}\r\n\
+                 transfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n"
+            )
+            .into_bytes(),
+            "chunked applied more than once",
+        ),
+    ];
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        for (request, reason) in &cases {
+            assert_refused(
+                proxy.local_addr(),
+                request,
+                &local_error("400 Bad Request", reason),
+            );
+        }
+        assert_eq!(backend.stats().calls_started, 0);
+    });
+}
