@@ -19,6 +19,7 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -621,8 +622,27 @@ impl Downstream {
         self.flush().await
     }
 
+    /// Write what is gathered. A client that stops reading for the idle timeout is dropped, so
+    /// it cannot pin the connection, its buffers and an upstream stream forever.
     async fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush(&mut self.stream).await
+        let idle_timeout = self.context.limits.idle_timeout;
+        let fd = self.stream.as_raw_fd();
+        let write = self.out.flush(&mut self.stream);
+        let mut write = std::pin::pin!(write);
+        monoio::select! {
+            result = &mut write => result,
+            _ = monoio::time::sleep(idle_timeout) => {
+                // The write must not be dropped while in flight: with io_uring the kernel may
+                // still read the buffers it owns. Shutting the socket down makes it fail now.
+                // SAFETY: `fd` is this connection's open socket; shutdown does not close it.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                let _ = write.await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client did not read its response within the idle timeout",
+                ))
+            }
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! ringway-load: the test backend pods, DNS server and load generator for ringway.
 //!
-//! ringway's integration tests start [`backend::Backend`]s in-process; the `ringway-load`
-//! binary runs the same backend as a standalone pod (`ringway-load backend …`).
+//! ringway's integration tests start [`backend::Backend`]s and a [`dns::DnsServer`]
+//! in-process; the `ringway-load` binary runs the same backend as a standalone pod
+//! (`ringway-load backend …`) and the same DNS server (`ringway-load dns …`).
 
 pub mod backend;
+pub mod dns;

@@ -1,11 +1,12 @@
-//! The `ringway-load` command line: one subcommand per role (`backend` today; the load
-//! generator, the pod harness and scenarios slot in as further subcommands).
+//! The `ringway-load` command line: one subcommand per role (`backend` and `dns` today; the
+//! load generator, the pod harness and scenarios slot in as further subcommands).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringway_load::backend::{Backend, BackendConfig};
+use ringway_load::dns::{DnsServer, DnsServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Serve the HTTP/2 gRPC test backend until SIGINT or SIGTERM.
     Backend(BackendArgs),
+    /// Serve authoritative DNS over UDP and TCP on one port until SIGINT or SIGTERM.
+    Dns(DnsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -81,12 +84,108 @@ impl BackendArgs {
     }
 }
 
+#[derive(Args, Debug)]
+struct DnsArgs {
+    /// Address to listen on, for both UDP and TCP.
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_DNS_LISTEN",
+        default_value = "127.0.0.1:5353"
+    )]
+    listen: SocketAddr,
+    /// Zone served authoritatively; repeat or separate with commas for several. Names
+    /// outside every zone are answered REFUSED.
+    #[arg(
+        long = "zone",
+        env = "RINGWAY_LOAD_DNS_ZONE",
+        default_value = "cluster.local",
+        value_delimiter = ','
+    )]
+    zones: Vec<String>,
+    /// A name and its addresses, `NAME=IP[,IP…]` (IPv4 and IPv6 mixed); repeat for several
+    /// names (separate them with `;` in the environment variable) [default: none].
+    #[arg(
+        long = "record",
+        env = "RINGWAY_LOAD_DNS_RECORD",
+        value_delimiter = ';',
+        value_parser = parse_record
+    )]
+    records: Vec<(String, Vec<IpAddr>)>,
+    /// TTL of address records, in seconds.
+    #[arg(long, env = "RINGWAY_LOAD_DNS_TTL_S", default_value_t = 5)]
+    ttl_s: u32,
+    /// TTL of NXDOMAIN and NODATA answers (the SOA's TTL and minimum), in seconds.
+    #[arg(long, env = "RINGWAY_LOAD_DNS_NEGATIVE_TTL_S", default_value_t = 5)]
+    negative_ttl_s: u32,
+    /// Largest UDP response to a query without EDNS, in bytes; larger answers are truncated
+    /// (TC) so the client retries over TCP.
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_DNS_UDP_PAYLOAD_BYTES_MAX",
+        default_value_t = ringway_load::dns::UDP_PAYLOAD_BYTES_MAX_DEFAULT
+    )]
+    udp_payload_bytes_max: u16,
+    /// Largest UDP response to a query with EDNS, in bytes, whatever the client advertises.
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_DNS_EDNS_PAYLOAD_BYTES_MAX",
+        default_value_t = ringway_load::dns::EDNS_PAYLOAD_BYTES_MAX_DEFAULT
+    )]
+    edns_payload_bytes_max: u16,
+    /// TCP connections served at once; more are closed at accept.
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_DNS_TCP_CONNECTIONS_MAX",
+        default_value_t = ringway_load::dns::TCP_CONNECTIONS_MAX_DEFAULT
+    )]
+    tcp_connections_max: usize,
+    /// Idle time after which a TCP connection is closed, in milliseconds.
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_DNS_TCP_IDLE_TIMEOUT_MS",
+        default_value_t = ringway_load::dns::TCP_IDLE_TIMEOUT_MS_DEFAULT
+    )]
+    tcp_idle_timeout_ms: u64,
+}
+
+impl DnsArgs {
+    fn config(&self) -> DnsServerConfig {
+        let mut config = DnsServerConfig::new(self.listen, &[]);
+        config.zones = self.zones.clone();
+        config.ttl_s = self.ttl_s;
+        config.negative_ttl_s = self.negative_ttl_s;
+        config.udp_payload_bytes_max = self.udp_payload_bytes_max;
+        config.edns_payload_bytes_max = self.edns_payload_bytes_max;
+        config.tcp_connections_max = self.tcp_connections_max;
+        config.tcp_idle_timeout_ms = self.tcp_idle_timeout_ms;
+        config
+    }
+}
+
+/// Parses `NAME=IP[,IP…]`; `NAME=` alone is a name with no addresses (NODATA).
+fn parse_record(text: &str) -> Result<(String, Vec<IpAddr>), String> {
+    let (name, addrs) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=IP[,IP…]"))?;
+    let addrs = addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|addr| !addr.is_empty())
+        .map(|addr| {
+            addr.parse()
+                .map_err(|_| format!("{addr:?} is not an IP address"))
+        })
+        .collect::<Result<Vec<IpAddr>, String>>()?;
+    Ok((name.trim().to_owned(), addrs))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Backend(args) => run_backend(args),
+        Command::Dns(args) => run_dns(args),
     }
 }
 
@@ -97,6 +196,22 @@ fn run_backend(args: BackendArgs) -> anyhow::Result<()> {
     wait_for_signal()?;
     tracing::info!(stats = ?backend.stats(), "backend shutting down");
     backend.shutdown();
+    Ok(())
+}
+
+fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
+    let server = DnsServer::start(args.config())
+        .with_context(|| format!("starting DNS server on {}", args.listen))?;
+    for (name, addrs) in args.records {
+        server
+            .set_addrs(&name, addrs.clone())
+            .with_context(|| format!("record {name}"))?;
+        tracing::info!(%name, ?addrs, "record");
+    }
+    tracing::info!(addr = %server.local_addr(), zones = ?args.zones, "DNS server serving");
+    wait_for_signal()?;
+    tracing::info!(stats = ?server.stats(), "DNS server shutting down");
+    server.shutdown();
     Ok(())
 }
 
