@@ -607,3 +607,53 @@ fn malformed_heads_are_refused() {
         assert_eq!(backend.stats().calls_started, 0);
     });
 }
+
+/// Limits are inclusive: a head of exactly `--header-bytes-max` bytes with exactly
+/// `--header-count-max` fields, and a body of exactly `--body-bytes-max`, are served; one more
+/// byte or field is refused.
+#[test]
+fn limits_are_exact() {
+    let body = grpc_frame(&[9u8; 59]);
+    assert_eq!(body.len(), 64);
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let flags = [
+            "--header-bytes-max",
+            "512",
+            "--header-count-max",
+            "8",
+            "--body-bytes-max",
+            "64",
+        ];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        // host, content-type, content-length, x-grpc-web, and x-pad: 5 fields.
+        let sized = |head_bytes: usize, extra_fields: usize| {
+            let base = grpc_web_request(UNARY, &[("x-pad", "")], &body).len() - body.len();
+            let mut extra: Vec<(String, String)> = (0..extra_fields)
+                .map(|i| (format!("x-{i}"), String::new()))
+                .collect();
+            let used: usize = extra.iter().map(|(n, _)| n.len() + 4).sum();
+            let pad = "p".repeat(head_bytes - base - used);
+            extra.push(("x-pad".into(), pad));
+            let extra: Vec<(&str, &str)> = extra.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+            let request = grpc_web_request(UNARY, &extra, &body);
+            assert_eq!(request.len() - body.len(), head_bytes);
+            request
+        };
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&sized(512, 3));
+        assert_echo(&client.read_response(), "b", &[&body[5..]]);
+        let too_large = local_error(
+            "431 Request Header Fields Too Large",
+            "request head too large",
+        );
+        assert_refused(proxy.local_addr(), &sized(513, 3), &too_large);
+        assert_refused(proxy.local_addr(), &sized(512, 4), &too_large);
+        let longer = grpc_frame(&[9u8; 60]);
+        assert_refused(
+            proxy.local_addr(),
+            &grpc_web_request(UNARY, &[], &longer),
+            &local_error("413 Content Too Large", "request body too large"),
+        );
+    });
+}

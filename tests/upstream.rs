@@ -296,3 +296,34 @@ fn refused_stream_is_retried_elsewhere() {
         assert_eq!((b2.stats().calls_started, b3.stats().calls_started), (1, 1));
     });
 }
+
+/// Concurrent calls from many client connections are multiplexed on one HTTP/2 connection.
+#[test]
+fn concurrent_calls_share_one_connection() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let addr = proxy.local_addr();
+        let clients: Vec<_> = (0..32)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let message = format!("call {i}");
+                    let response = roundtrip(
+                        addr,
+                        &grpc_web_request(
+                            UNARY,
+                            &[("x-delay-ms", "50")],
+                            &grpc_frame(message.as_bytes()),
+                        ),
+                    );
+                    assert_echo(&response, "b", &[message.as_bytes()]);
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().expect("call succeeded");
+        }
+        let stats = backend.stats();
+        assert_eq!((stats.calls_finished, stats.connections_accepted), (32, 1));
+    });
+}
