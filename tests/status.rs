@@ -58,6 +58,11 @@ fn non_grpc_upstream_replies_map_to_status() {
             (403, 7),
             (400, 13),
             (500, 2),
+            (429, 14),
+            (502, 14),
+            (504, 14),
+            // 200 without a gRPC content type is not gRPC either.
+            (200, 2),
         ] {
             let http_status = http.to_string();
             client.write(&grpc_web_request(

@@ -330,3 +330,26 @@ fn concurrent_calls_share_one_connection() {
         assert_eq!((stats.calls_finished, stats.connections_accepted), (33, 1));
     });
 }
+
+/// An endpoint that refused connections is used again once it listens, after its reconnect
+/// backoff.
+#[test]
+fn endpoint_recovers_after_backoff() {
+    for_each_driver(|driver| {
+        let addr = closed_port();
+        let flags = [
+            "--reconnect-backoff-ms",
+            "20",
+            "--reconnect-backoff-max-ms",
+            "50",
+        ];
+        let proxy = start_proxy(driver, &[addr], &flags);
+        assert_eq!(call(proxy.local_addr(), b"down").grpc_status(), Some(14));
+        let backend = start_backend_with(&addr.to_string(), "back", |_| {});
+        assert!(wait_until(WAIT, || {
+            call(proxy.local_addr(), b"up").grpc_status() == Some(0)
+        }));
+        assert_echo(&call(proxy.local_addr(), b"up"), "back", &[b"up"]);
+        assert_eq!(backend.stats().connections_accepted, 1);
+    });
+}
