@@ -320,19 +320,9 @@ impl Reader {
         std::mem::take(&mut self.buf)
     }
 
-    /// True when the peer closed the connection with nothing more to read.
-    pub fn is_closed(&mut self) -> bool {
-        self.buf.is_empty() && !self.fill()
-    }
-
     /// The raw head of the next response, status line to blank line included.
     pub fn read_raw_head(&mut self) -> String {
         String::from_utf8(self.read_until(b"\r\n\r\n")).expect("ASCII head")
-    }
-
-    /// The head of the next response (status line and headers).
-    pub fn read_head(&mut self) -> (String, u16, Vec<(String, String)>) {
-        parse_head(&self.read_raw_head())
     }
 
     /// Assert the peer closed the connection without sending anything more.
