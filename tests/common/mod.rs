@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
 use ringway::grpc_web::{Base64Decoder, Frame, FrameParser};
 use ringway::worker::Server;
+use ringway_load::backend::{Backend, BackendConfig, BackendHandle};
 
 /// Both io drivers; every integration test runs under each, as monoio's own CI does.
 pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
@@ -42,6 +43,24 @@ pub fn start_proxy(driver: &str, upstreams: &[SocketAddr], extra: &[&str]) -> Se
     Server::start(&config).expect("proxy starts")
 }
 
+/// Start a backend named `name` on `listen` (e.g. "127.0.0.2:0"), adjusted by `adjust`. The
+/// shutdown grace is short so a test ending with a call still parked in the backend stops fast.
+pub fn start_backend_with(
+    listen: &str,
+    name: &str,
+    adjust: impl FnOnce(&mut BackendConfig),
+) -> BackendHandle {
+    let mut config = BackendConfig::new(listen.parse().expect("backend address"), name);
+    config.shutdown_grace_ms = 100;
+    adjust(&mut config);
+    Backend::start(config).expect("backend starts")
+}
+
+/// A default backend on 127.0.0.1, named `name`.
+pub fn start_backend(name: &str) -> BackendHandle {
+    start_backend_with("127.0.0.1:0", name, |_| {})
+}
+
 /// An address where nothing listens: bind an ephemeral port, then release it.
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -66,8 +85,20 @@ pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
 
 /// A binary gRPC-Web unary request with a Content-Length body.
 pub fn grpc_web_request(path: &str, extra_headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut headers = vec![("x-grpc-web", "1")];
+    headers.extend_from_slice(extra_headers);
+    post(path, "application/grpc-web+proto", &headers, body)
+}
+
+/// A gRPC-Web POST with the given content type, extra headers and a Content-Length body.
+pub fn post(
+    path: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nhost: test.local\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: {}\r\n",
+        "POST {path} HTTP/1.1\r\nhost: test.local\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (name, value) in extra_headers {
@@ -79,9 +110,62 @@ pub fn grpc_web_request(path: &str, extra_headers: &[(&str, &str)], body: &[u8])
     bytes
 }
 
+/// The head of a gRPC-Web POST with a chunked body (the chunks follow, see [`chunk`]).
+pub fn post_chunked_head(
+    path: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: test.local\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n"
+    );
+    for (name, value) in extra_headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.into_bytes()
+}
+
+/// One chunk of a chunked body; an empty `data` is the last chunk.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A whole chunked body: one chunk per piece, then the last chunk.
+pub fn chunked_body(pieces: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        out.extend_from_slice(&chunk(piece));
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// The exact gRPC-Web trailer frame for `fields`: flag 0x80, length, `name:value\r\n` lines.
+pub fn trailer_frame(fields: &[(&str, &str)]) -> Vec<u8> {
+    let block: String = fields.iter().map(|(n, v)| format!("{n}:{v}\r\n")).collect();
+    let mut frame = vec![0x80];
+    frame.extend_from_slice(&(block.len() as u32).to_be_bytes());
+    frame.extend_from_slice(block.as_bytes());
+    frame
+}
+
+/// The exact bytes of a local HTTP error reply: text body `reason` plus a newline, then close.
+pub fn local_error(status_line: &str, reason: &str) -> String {
+    format!(
+        "HTTP/1.1 {status_line}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
+    )
+}
+
 /// A parsed HTTP/1.x response.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Response {
+    /// The head exactly as received, status line to blank line included.
+    pub head: String,
     pub version: String,
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -107,7 +191,9 @@ impl Response {
         {
             let mut decoded = BytesMut::new();
             let mut decoder = Base64Decoder::new();
-            decoder.decode(&self.body, &mut decoded).expect("valid base64");
+            decoder
+                .decode(&self.body, &mut decoded)
+                .expect("valid base64");
             decoder.finish(&mut decoded).expect("valid base64 end");
             decoded
         } else {
@@ -166,7 +252,10 @@ pub fn parse_frames(mut raw: BytesMut) -> Vec<Frame> {
     while let Some(frame) = parser.parse(&mut raw).expect("well-formed gRPC-Web frames") {
         frames.push(frame);
     }
-    assert!(raw.is_empty(), "trailing bytes after the last frame: {raw:?}");
+    assert!(
+        raw.is_empty(),
+        "trailing bytes after the last frame: {raw:?}"
+    );
     frames
 }
 
@@ -198,6 +287,8 @@ impl Reader {
                 true
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            // A signal landed on this thread (the proxy's io_uring workers share the process).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
             Err(e) => panic!("reading from proxy: {e}"),
         }
     }
@@ -208,7 +299,11 @@ impl Reader {
             if let Some(at) = find(&self.buf, delimiter) {
                 return self.buf.drain(..at + delimiter.len()).collect();
             }
-            assert!(self.fill(), "EOF before {delimiter:?}; have {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                self.fill(),
+                "EOF before {delimiter:?}; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
         }
     }
 
@@ -225,28 +320,19 @@ impl Reader {
         std::mem::take(&mut self.buf)
     }
 
-    /// True when the peer closed the connection with nothing more to read.
-    pub fn is_closed(&mut self) -> bool {
-        self.buf.is_empty() && !self.fill()
+    /// The raw head of the next response, status line to blank line included.
+    pub fn read_raw_head(&mut self) -> String {
+        String::from_utf8(self.read_until(b"\r\n\r\n")).expect("ASCII head")
     }
 
-    /// The head of the next response (status line and headers).
-    pub fn read_head(&mut self) -> (String, u16, Vec<(String, String)>) {
-        let head = self.read_until(b"\r\n\r\n");
-        let head = String::from_utf8(head).expect("ASCII head");
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap().to_owned();
-        let status = parts.next().unwrap().parse().expect("numeric status");
-        let headers = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(':').expect("header line has a colon");
-                (n.to_ascii_lowercase(), v.trim().to_owned())
-            })
-            .collect();
-        (version, status, headers)
+    /// Assert the peer closed the connection without sending anything more.
+    pub fn assert_closed(&mut self) {
+        let rest = self.read_to_end();
+        assert!(
+            rest.is_empty(),
+            "expected close, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 
     /// One chunk of a chunked body: `Some(data)`, or `None` for the last chunk (and its CRLF).
@@ -255,7 +341,11 @@ impl Reader {
         let size = usize::from_str_radix(std::str::from_utf8(&line[..line.len() - 2]).unwrap(), 16)
             .expect("hex chunk size");
         if size == 0 {
-            assert_eq!(self.read_exact(2), b"\r\n", "no trailer section after the last chunk");
+            assert_eq!(
+                self.read_exact(2),
+                b"\r\n",
+                "no trailer section after the last chunk"
+            );
             return None;
         }
         let data = self.read_exact(size);
@@ -265,7 +355,8 @@ impl Reader {
 
     /// The next whole response. Skips nothing: a `100 Continue` is returned as its own response.
     pub fn read_response(&mut self) -> Response {
-        let (version, status, headers) = self.read_head();
+        let head = self.read_raw_head();
+        let (version, status, headers) = parse_head(&head);
         let get = |name: &str| {
             headers
                 .iter()
@@ -281,11 +372,15 @@ impl Reader {
             }
             (body, "chunked")
         } else if let Some(length) = get("content-length") {
-            (self.read_exact(length.parse().expect("numeric content-length")), "length")
+            (
+                self.read_exact(length.parse().expect("numeric content-length")),
+                "length",
+            )
         } else {
             (self.read_to_end(), "close")
         };
         Response {
+            head,
             version,
             status,
             headers,
@@ -293,6 +388,22 @@ impl Reader {
             framing,
         }
     }
+}
+
+fn parse_head(head: &str) -> (String, u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap().to_owned();
+    let status = parts.next().unwrap().parse().expect("numeric status");
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header line has a colon");
+            (n.to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    (version, status, headers)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -316,4 +427,42 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     check()
+}
+
+/// Run `scenario` under each io driver in turn; the driver is printed first, so a failure's
+/// captured output says which one failed.
+pub fn for_each_driver(mut scenario: impl FnMut(&str)) {
+    for driver in DRIVERS {
+        eprintln!("--- io driver: {driver}");
+        scenario(driver);
+    }
+}
+
+/// A unary method of the test backend: echoes the request frames.
+pub const UNARY: &str = "/test.Echo/Unary";
+/// A server-streaming method of the test backend (see `x-stream-count`).
+pub const SERVER_STREAM: &str = "/test.Echo/ServerStream";
+
+/// The head ringway writes for a streamed (chunked) gRPC-Web response from backend `name`.
+pub fn streaming_head(content_type: &str, name: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\nx-backend: {name}\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+}
+
+/// The decoded body of a successful echo of `messages`: their frames, then `grpc-status:0`.
+pub fn echo_body(messages: &[&[u8]]) -> Vec<u8> {
+    let mut body: Vec<u8> = messages.iter().flat_map(|m| grpc_frame(m)).collect();
+    body.extend_from_slice(&trailer_frame(&[("grpc-status", "0")]));
+    body
+}
+
+/// Assert `response` is a successful binary echo of `messages` from backend `name`, with the
+/// exact head and body bytes.
+pub fn assert_echo(response: &Response, name: &str, messages: &[&[u8]]) {
+    assert_eq!(
+        response.head,
+        streaming_head("application/grpc-web+proto", name)
+    );
+    assert_eq!(response.body, echo_body(messages));
 }
