@@ -277,6 +277,15 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
 
+    /// Retries per call of a call the upstream provably did not process (connect failure,
+    /// REFUSED_STREAM, refused by GOAWAY); only these are ever retried, on another endpoint.
+    #[arg(long, env = "RINGWAY_RETRY_ATTEMPTS_MAX", default_value_t = 1)]
+    pub retry_attempts_max: u32,
+
+    /// Retries in flight per worker as a share of calls in flight (at least 3 are allowed).
+    #[arg(long, env = "RINGWAY_RETRY_BUDGET_PERCENT", default_value_t = 20)]
+    pub retry_budget_percent: u32,
+
     /// How long calls on an endpoint that left the set (a pod scaled away) may keep running
     /// before its connections are closed; calls still running then end with UNAVAILABLE.
     #[arg(

@@ -32,7 +32,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri};
 use monoio::buf::{IoBufMut, IoVecBuf};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use tracing::debug;
 
@@ -40,7 +40,7 @@ use crate::error::{Error, Reply};
 use crate::grpc_web::{self, Base64Decoder, WebContentType};
 use crate::http1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Method, RequestHead, Version};
 use crate::upstream::Call;
-use crate::worker::WorkerContext;
+use crate::worker::{RetryGuard, WorkerContext};
 
 /// A read is only issued with at least this much free room in the buffer.
 const READ_ROOM_MIN_BYTES: usize = 1024;
@@ -223,7 +223,10 @@ impl Downstream {
         for (name, value) in &answer.headers {
             http1::write_header(head_out, name, value);
         }
-        http1::write_header(head_out, b"content-length", b"0");
+        // RFC 9110 §8.6: a 204 carries no Content-Length; a 403 needs one to keep the connection.
+        if answer.status != 204 {
+            http1::write_header(head_out, b"content-length", b"0");
+        }
         write_connection_header(head_out, head.version, next == Next::KeepAlive);
         http1::finish_head(head_out);
         self.flush().await.map_err(CallFailure::client_gone)?;
@@ -289,59 +292,101 @@ impl Downstream {
                 ..CallFailure::before_body(e)
             })?;
         let end_of_stream = body.complete && first.is_empty();
-        let mut call = self
-            .start_call(&request, end_of_stream)
-            .await
-            .map_err(|e| CallFailure {
-                body_consumed: body.complete,
-                ..CallFailure::before_body(e)
-            })?;
-        // The translated head is only kept for a retry; free it for the rest of the call.
-        drop(request);
-
-        if !end_of_stream {
-            let sent = self
-                .send_body(&mut call.body, &mut body, first, deadline)
-                .await;
-            if let Err(error) = sent {
-                call.body.send_reset(h2::Reason::CANCEL);
-                return Err(CallFailure {
-                    error,
-                    body_consumed: body.complete,
-                    headers_sent: false,
-                });
+        // A body wholly in memory is kept (a reference, not a copy) so that a call the upstream
+        // provably did not process can be sent again; a streamed body cannot be replayed.
+        let replayable = body.complete;
+        let _call_guard = self.context.retries.call_started();
+        let mut retry: Option<(SocketAddr, RetryGuard)> = None;
+        loop {
+            let avoid = retry.as_ref().map(|(addr, _)| *addr);
+            let (addr, mut call) = match self.start_call(&request, end_of_stream, avoid).await {
+                Ok(started) => started,
+                Err((Some(addr), error)) if self.may_retry_on(&error, addr) => {
+                    match self.retry_guard(&retry) {
+                        Some(guard) => {
+                            retry = Some((addr, guard));
+                            continue;
+                        }
+                        None => return Err(CallFailure::after_start(error, body.complete)),
+                    }
+                }
+                Err((_, error)) => return Err(CallFailure::after_start(error, body.complete)),
+            };
+            if !end_of_stream {
+                let sent = self
+                    .send_body(&mut call.body, &mut body, first.clone(), deadline)
+                    .await;
+                if let Err(error) = sent {
+                    call.body.send_reset(h2::Reason::CANCEL);
+                    return Err(CallFailure::after_start(error, body.complete));
+                }
+            }
+            match self.relay_response(call, reply_to, deadline).await {
+                // Refused before any processing (REFUSED_STREAM, above a GOAWAY's last stream
+                // id) and nothing written to the client yet: safe to send elsewhere.
+                Err(failure)
+                    if replayable
+                        && !failure.headers_sent
+                        && self.may_retry_on(&failure.error, addr) =>
+                {
+                    match self.retry_guard(&retry) {
+                        Some(guard) => retry = Some((addr, guard)),
+                        None => return Err(failure),
+                    }
+                }
+                result => return result,
             }
         }
-        self.relay_response(call, reply_to, deadline).await
     }
 
-    /// Pick an endpoint and start the upstream stream; a call refused before it started (connect
-    /// failure, endpoint in backoff) is tried once more on another endpoint.
+    /// Whether `error` from `addr` may be retried, and somewhere it can succeed.
+    fn may_retry_on(&self, error: &Error, addr: SocketAddr) -> bool {
+        if !error.retry_safe() {
+            return false;
+        }
+        error.retry_same_endpoint()
+            || self
+                .context
+                .directory
+                .snapshot()
+                .endpoints
+                .iter()
+                .any(|e| *e != addr)
+    }
+
+    /// Permission for one more attempt, within the per-call limit and the worker's budget.
+    fn retry_guard(&self, previous: &Option<(SocketAddr, RetryGuard)>) -> Option<RetryGuard> {
+        let attempts = previous.as_ref().map_or(0, |(_, guard)| guard.attempt);
+        self.context.retries.try_retry(attempts + 1)
+    }
+
+    /// Pick an endpoint (another than `avoid` when there is one) and start the upstream stream.
+    /// On failure, the endpoint that failed is returned with the error, for a retry elsewhere.
     async fn start_call(
         &self,
         request: &UpstreamRequest,
         end_of_stream: bool,
-    ) -> Result<Call, Error> {
+        avoid: Option<SocketAddr>,
+    ) -> Result<(SocketAddr, Call), (Option<SocketAddr>, Error)> {
         let context = &self.context;
         let set = context.directory.snapshot();
         context.pool.reconcile(&set);
-        let first = context.balancer.pick(&set).ok_or(Error::NoEndpoint)?;
-        match context
+        // A retry prefers another endpoint; `may_retry_on` already checked the same one is
+        // acceptable when there is no other.
+        let picked = match avoid {
+            Some(avoid) => context
+                .balancer
+                .pick_other(&set, avoid)
+                .or_else(|| context.balancer.pick(&set)),
+            None => context.balancer.pick(&set),
+        };
+        let addr = picked.ok_or((None, Error::NoEndpoint))?;
+        context
             .pool
-            .start_call(first, || request.build(), end_of_stream)
+            .start_call(addr, || request.build(), end_of_stream)
             .await
-        {
-            Err(error) if error.retry_safe() => match context.balancer.pick_other(&set, first) {
-                Some(other) => {
-                    context
-                        .pool
-                        .start_call(other, || request.build(), end_of_stream)
-                        .await
-                }
-                None => Err(error),
-            },
-            result => result,
-        }
+            .map(|call| (addr, call))
+            .map_err(|error| (Some(addr), error))
     }
 
     /// Stream the request body upstream: first what was buffered with the head, then the rest as
@@ -671,6 +716,15 @@ impl CallFailure {
             error,
             body_consumed: true,
             headers_sent,
+        }
+    }
+    /// A failure once the request head was accepted: whether the connection can go on depends
+    /// on whether the body was read to its end.
+    fn after_start(error: Error, body_consumed: bool) -> Self {
+        CallFailure {
+            error,
+            body_consumed,
+            headers_sent: false,
         }
     }
     fn client_gone(e: std::io::Error) -> Self {
@@ -1211,20 +1265,38 @@ impl Output {
         self.slices.bufs.len()
     }
 
+    /// Write everything gathered with vectored writes, resuming after partial writes.
+    ///
+    /// monoio 0.2.4's `write_vectored_all` does not advance the iovec base after a partial
+    /// write (`IoVecMeta::consume` discards `iov_base.add(amt)`), which cut large responses to
+    /// slow readers; this loop advances the `Bytes` slices themselves instead.
     async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
         self.seal_scratch();
-        if self.slices.bufs.is_empty() {
-            return Ok(());
-        }
         let mut slices = std::mem::take(&mut self.slices);
-        slices.prepare();
-        let (result, mut slices) = stream.write_vectored_all(slices).await;
+        let mut result = Ok(());
+        while !slices.bufs.is_empty() {
+            slices.prepare();
+            let (written, returned) = stream.writev(slices).await;
+            slices = returned;
+            match written {
+                Ok(0) => {
+                    result = Err(std::io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => slices.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
         slices.clear();
         self.slices = slices;
         // Give the scratch allocation back rather than keep it per idle connection; the next
         // response allocates a fresh one.
         self.scratch = BytesMut::new();
-        result.map(|_| ())
+        result
     }
 }
 
@@ -1249,6 +1321,25 @@ impl IoSlices {
             iov_base: b.as_ptr() as *mut libc::c_void,
             iov_len: b.len(),
         }));
+    }
+
+    /// Drop the first `written` bytes: whole slices, then the front of a partly written one.
+    fn advance(&mut self, mut written: usize) {
+        let done = self
+            .bufs
+            .iter()
+            .take_while(|b| {
+                let whole = b.len() <= written;
+                if whole {
+                    written -= b.len();
+                }
+                whole
+            })
+            .count();
+        self.bufs.drain(..done);
+        if written > 0 {
+            bytes::Buf::advance(&mut self.bufs[0], written);
+        }
     }
 
     fn clear(&mut self) {

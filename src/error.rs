@@ -99,6 +99,12 @@ impl Error {
         }
     }
 
+    /// Whether a retry may go to the same endpoint: a stream refused on one connection can
+    /// succeed on a fresh one, but an endpoint that refused the connection is in backoff.
+    pub fn retry_same_endpoint(&self) -> bool {
+        matches!(self, Error::H2(_))
+    }
+
     /// The single mapping from error to client-visible status (grpc/grpc
     /// doc/http-grpc-status-mapping.md and PROTOCOL-HTTP2.md).
     pub fn reply(&self) -> Reply {

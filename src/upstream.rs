@@ -211,8 +211,11 @@ impl Pool {
         wait_deadline: Instant,
     ) -> Result<Rc<Conn>, Error> {
         loop {
+            // One connect at a time per endpoint: calls arriving while it is under way wait for
+            // it, since one connection takes many streams. A burst on a cold pool then opens one
+            // connection, not one per call.
             let open = endpoint.conns.borrow().len() + endpoint.connecting.get();
-            if open < self.config.connections_per_endpoint_max {
+            if open < self.config.connections_per_endpoint_max && endpoint.connecting.get() == 0 {
                 return self.connect(endpoint).await;
             }
             if endpoint.waiting.get() >= self.config.pending_calls_max {

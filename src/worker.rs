@@ -9,6 +9,7 @@
 //! The io driver is io_uring where the kernel and seccomp profile allow it, else epoll; `auto`
 //! decides once at start-up and says which in one log line.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::rc::Rc;
@@ -35,6 +36,74 @@ pub struct WorkerContext {
     pub directory: Arc<EndpointDirectory>,
     pub balancer: RoundRobin,
     pub pool: Pool,
+    pub retries: RetryBudget,
+}
+
+/// Bounds on retrying calls the upstream provably did not process, per worker: at most
+/// `attempts_max` retries per call, and retries in flight at most `budget_percent` of calls in
+/// flight (but always `RETRY_CONCURRENCY_MIN`), so a failing endpoint cannot double the load
+/// on the others (Envoy's retry budget, without its shared counters).
+pub struct RetryBudget {
+    attempts_max: u32,
+    budget_percent: usize,
+    calls_active: Rc<Cell<usize>>,
+    retries_active: Rc<Cell<usize>>,
+}
+
+/// Retries always allowed in flight per worker, however few calls are running (Envoy's
+/// `min_retry_concurrency`).
+const RETRY_CONCURRENCY_MIN: usize = 3;
+
+impl RetryBudget {
+    pub fn new(attempts_max: u32, budget_percent: u32) -> Self {
+        RetryBudget {
+            attempts_max,
+            budget_percent: budget_percent as usize,
+            calls_active: Rc::new(Cell::new(0)),
+            retries_active: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// Count a call as active until the guard drops.
+    pub fn call_started(&self) -> ActiveGuard {
+        ActiveGuard::new(&self.calls_active)
+    }
+
+    /// Permission for retry number `attempt` of a call, or `None` when the per-call limit or
+    /// the budget is spent.
+    pub fn try_retry(&self, attempt: u32) -> Option<RetryGuard> {
+        let allowed =
+            (self.calls_active.get() * self.budget_percent / 100).max(RETRY_CONCURRENCY_MIN);
+        if attempt > self.attempts_max || self.retries_active.get() >= allowed {
+            return None;
+        }
+        Some(RetryGuard {
+            attempt,
+            _active: ActiveGuard::new(&self.retries_active),
+        })
+    }
+}
+
+/// Holds one unit of an active count; gives it back on drop.
+pub struct ActiveGuard(Rc<Cell<usize>>);
+
+impl ActiveGuard {
+    fn new(count: &Rc<Cell<usize>>) -> Self {
+        count.set(count.get() + 1);
+        ActiveGuard(count.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// A granted retry: which attempt it is, counted as active while it runs.
+pub struct RetryGuard {
+    pub attempt: u32,
+    _active: ActiveGuard,
 }
 
 /// The io driver actually in use, after `auto` was resolved.
@@ -222,6 +291,7 @@ fn run_worker(
         directory,
         balancer: RoundRobin::new(index),
         pool: Pool::new(config.upstream_config()),
+        retries: RetryBudget::new(config.retry_attempts_max, config.retry_budget_percent),
     });
     match driver {
         ResolvedDriver::Uring => {

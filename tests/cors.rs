@@ -75,7 +75,6 @@ fn default_preflight_is_answered_locally() {
 
 /// RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204 response.
 #[test]
-#[ignore = "bug: 204 preflight answer carries `content-length: 0` (RFC 9110 §8.6 MUST NOT)"]
 fn preflight_204_has_no_content_length() {
     for_each_driver(|driver| {
         let backend = start_backend("b");

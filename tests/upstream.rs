@@ -265,7 +265,6 @@ fn refuse_streams(mut stream: TcpStream, streams_seen: &AtomicUsize) {
 /// A call the endpoint refused unprocessed (GOAWAY below its stream id) is retried on the
 /// other endpoint, as a connect failure is.
 #[test]
-#[ignore = "bug: a call refused by GOAWAY (stream above last-stream-id) gets 14 instead of a retry"]
 fn call_refused_by_goaway_is_retried_elsewhere() {
     for_each_driver(|driver| {
         let refusing = GoawayPeer::start("127.0.0.2:0");
@@ -281,7 +280,6 @@ fn call_refused_by_goaway_is_retried_elsewhere() {
 /// RST_STREAM(REFUSED_STREAM) promises the stream was not processed (RFC 9113 §8.7): the call
 /// is tried once more on the other endpoint (here it refuses too, so the status stays 14).
 #[test]
-#[ignore = "bug: a call reset with REFUSED_STREAM is not retried on another endpoint"]
 fn refused_stream_is_retried_elsewhere() {
     for_each_driver(|driver| {
         let b2 = start_backend_with("127.0.0.2:0", "b2", |_| {});
