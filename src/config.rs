@@ -358,6 +358,11 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_RETRY_BUDGET_PERCENT", default_value_t = 20)]
     pub retry_budget_percent: u32,
 
+    /// Open a connection to each new endpoint on every worker as soon as it joins the set,
+    /// before calls need it.
+    #[arg(long, env = "RINGWAY_WARM_CONNECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub warm_connections: bool,
+
     /// How long calls on an endpoint that left the set (a pod scaled away) may keep running
     /// before its connections are closed; calls still running then end with UNAVAILABLE.
     #[arg(

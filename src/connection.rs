@@ -407,7 +407,7 @@ impl Downstream {
     ) -> Result<(SocketAddr, Call), (Option<SocketAddr>, Error)> {
         let context = &self.context;
         let set = context.directory.snapshot();
-        context.pool.reconcile(&set);
+        context.reconcile(&set);
         // Eligible: passing active health checks and not ejected by this worker. The common
         // case, where nothing is unhealthy or ejected, skips the per-endpoint checks.
         let unhealthy = context.health.unhealthy();

@@ -105,6 +105,10 @@ pub struct Pool {
     endpoints: RefCell<HashMap<SocketAddr, Rc<EndpointConns>>>,
     /// The endpoint-set generation last reconciled with `endpoints`.
     generation: Cell<u64>,
+    /// Endpoints that left the set while connections to them were open, kept until those
+    /// close so an endpoint that returns (a readiness blip) gets its record, and its running
+    /// calls, back instead of having them cut by the drain timeout.
+    retired: RefCell<HashMap<SocketAddr, Rc<EndpointConns>>>,
 }
 
 struct EndpointConns {
@@ -114,9 +118,13 @@ struct EndpointConns {
     waiting: Cell<usize>,
     /// Woken when a stream slot frees up or a connection opens or closes.
     changed: Notify,
-    /// Set when the endpoint left the set: it takes no new calls, and its connections close
-    /// when their calls finish or the drain timeout passes, whichever is first.
-    retired: Notify,
+    /// Set while the endpoint is out of the set: it takes no new calls, and its connections
+    /// close when their calls finish or the drain timeout passes, whichever is first.
+    retired: Cell<bool>,
+    /// Woken when `retired` changes either way.
+    retired_changed: Notify,
+    /// Connections whose driver task is still running (the `conns` list drops them on retire).
+    live_connections: Cell<usize>,
     /// No connect attempt before this instant after a failure.
     backoff_until: Cell<Option<Instant>>,
     backoff_next: Cell<Duration>,
@@ -166,23 +174,59 @@ impl Pool {
             config: Rc::new(config),
             endpoints: RefCell::new(HashMap::new()),
             generation: Cell::new(0),
+            retired: RefCell::new(HashMap::new()),
         }
     }
 
-    /// Retire the state of endpoints that left `set`, once per new generation: no call starts
-    /// on them any more, calls already running finish, and their connections then close.
-    pub fn reconcile(&self, set: &EndpointSet) {
+    /// Bring the pool in line with `set`, once per new generation: endpoints that left it are
+    /// retired (no call starts on them any more, calls already running finish, and their
+    /// connections then close); endpoints new to this worker are returned, so the caller can
+    /// warm a connection to each before calls need one.
+    pub fn reconcile(&self, set: &EndpointSet) -> Vec<SocketAddr> {
+        self.retired
+            .borrow_mut()
+            .retain(|_, endpoint| endpoint.live_connections.get() > 0);
         if self.generation.get() == set.generation {
-            return;
+            return Vec::new();
         }
         self.generation.set(set.generation);
-        self.endpoints.borrow_mut().retain(|addr, endpoint| {
+        let mut endpoints = self.endpoints.borrow_mut();
+        let mut retired = self.retired.borrow_mut();
+        endpoints.retain(|addr, endpoint| {
             let keep = set.endpoints.contains(addr);
             if !keep {
                 endpoint.retire();
+                retired.insert(*addr, endpoint.clone());
             }
             keep
         });
+        let mut new = Vec::new();
+        for addr in &set.endpoints {
+            if endpoints.contains_key(addr) {
+                continue;
+            }
+            match retired.remove(addr) {
+                Some(endpoint) => {
+                    endpoint.unretire();
+                    endpoints.insert(*addr, endpoint);
+                }
+                None => new.push(*addr),
+            }
+        }
+        new
+    }
+
+    /// Open a connection to `addr` ahead of its first call, if it has none and none is being
+    /// opened. Failures only count towards the endpoint's backoff.
+    pub async fn warm(&self, addr: SocketAddr) {
+        let endpoint = self.endpoint(addr);
+        if !endpoint.conns.borrow().is_empty() || endpoint.connecting.get() > 0 {
+            return;
+        }
+        if let Ok(conn) = self.connect(&endpoint).await {
+            // `connect` reserved a stream slot for a caller; there is none, so give it back.
+            drop(Lease { conn, endpoint });
+        }
     }
 
     /// This worker's calls in flight to `addr`.
@@ -335,7 +379,9 @@ impl Pool {
                     connecting: Cell::new(0),
                     waiting: Cell::new(0),
                     changed: Notify::new(),
-                    retired: Notify::new(),
+                    retired: Cell::new(false),
+                    retired_changed: Notify::new(),
+                    live_connections: Cell::new(0),
                     backoff_until: Cell::new(None),
                     backoff_next: Cell::new(self.config.reconnect_backoff),
                     calls_in_flight: Cell::new(0),
@@ -357,6 +403,12 @@ impl Pool {
         wait_deadline: Instant,
     ) -> Result<Rc<Conn>, Error> {
         loop {
+            if endpoint.retired.get() {
+                return Err(Error::Connect(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "endpoint left the set while the call waited",
+                )));
+            }
             // One connect at a time per endpoint: calls arriving while it is under way wait for
             // it, since one connection takes many streams. A burst on a cold pool then opens one
             // connection, not one per call.
@@ -415,6 +467,9 @@ impl Pool {
             .calls_in_flight
             .set(endpoint.calls_in_flight.get() + 1);
         endpoint.conns.borrow_mut().push(conn.clone());
+        endpoint
+            .live_connections
+            .set(endpoint.live_connections.get() + 1);
         monoio::spawn(drive_connection(
             connection,
             endpoint.clone(),
@@ -448,8 +503,34 @@ impl EndpointConns {
         // Dropping the pool's handles lets h2 close each connection (GOAWAY) as soon as its last
         // call ends; the drain timer in `drive_connection` bounds calls that never end.
         self.conns.borrow_mut().clear();
-        self.retired.notify_waiters();
+        self.retired.set(true);
+        self.retired_changed.notify_waiters();
+        // Calls queued for a slot here must go elsewhere, not open a connection to it.
         self.changed.notify_waiters();
+    }
+
+    /// The endpoint is back in the set: its draining connections are no longer cut. They keep
+    /// serving the calls they carry and close when idle; new calls open new connections.
+    fn unretire(&self) {
+        debug!(endpoint = %self.addr, "endpoint is back in the set");
+        self.retired.set(false);
+        self.retired_changed.notify_waiters();
+    }
+
+    /// Wait until the endpoint has been out of the set for `drain_timeout` without a break.
+    async fn drained(&self, drain_timeout: Duration) {
+        loop {
+            while !self.retired.get() {
+                self.retired_changed.notified().await;
+            }
+            let timed_out = monoio::select! {
+                _ = monoio::time::sleep(drain_timeout) => true,
+                _ = self.retired_changed.notified() => false,
+            };
+            if timed_out && self.retired.get() {
+                return;
+            }
+        }
     }
 
     fn remove_closed(&self) {
@@ -519,10 +600,7 @@ async fn drive_connection(
             None => (&mut connection).await.map_err(|e| e.to_string()),
         }
     };
-    let drained = async {
-        endpoint.retired.notified().await;
-        monoio::time::sleep(config.drain_timeout).await;
-    };
+    let drained = endpoint.drained(config.drain_timeout);
     let outcome = monoio::select! {
         outcome = run => outcome,
         _ = drained => Err("endpoint left the set and the drain timeout passed".to_string()),
@@ -531,6 +609,9 @@ async fn drive_connection(
         debug!(endpoint = %endpoint.addr, error = %reason, "upstream connection ended");
     }
     closed.set(true);
+    endpoint
+        .live_connections
+        .set(endpoint.live_connections.get() - 1);
     endpoint.remove_closed();
     endpoint.changed.notify_waiters();
 }

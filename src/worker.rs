@@ -15,6 +15,9 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -25,9 +28,9 @@ use crate::config::{Config, DownstreamLimits, IoDriver};
 use crate::connection;
 use crate::cors::CorsPolicy;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus};
-use crate::endpoints::{Balancer, EndpointDirectory};
+use crate::endpoints::{Balancer, EndpointDirectory, EndpointSet};
 use crate::health::{self, HealthChecker, HealthTable};
-use crate::upstream::Pool;
+use crate::upstream::{EndpointStats, Pool};
 
 /// What one worker's connections share: read-only settings and the worker's own upstream pool.
 pub struct WorkerContext {
@@ -39,6 +42,39 @@ pub struct WorkerContext {
     pub balancer: Balancer,
     pub pool: Pool,
     pub retries: RetryBudget,
+    pub warm_connections: bool,
+    /// This worker's per-endpoint view, republished by `housekeeping` for readers off the
+    /// worker (the admin page); the request path never touches it.
+    pub endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
+}
+
+impl WorkerContext {
+    /// Apply a new endpoint set to this worker's pool and warm connections to new endpoints
+    /// in the background.
+    pub fn reconcile(self: &Rc<Self>, set: &EndpointSet) {
+        for addr in self.pool.reconcile(set) {
+            if self.warm_connections {
+                let context = self.clone();
+                monoio::spawn(async move { context.pool.warm(addr).await });
+            }
+        }
+    }
+}
+
+/// How often a worker looks for a new endpoint set without waiting for a call, and republishes
+/// its endpoint statistics every fourth time.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Per-worker background work off the request path: pick up endpoint-set changes even when
+/// idle (so new endpoints are warmed and removed ones drained promptly), and publish stats.
+async fn housekeeping(context: Rc<WorkerContext>) {
+    for tick in 0u64.. {
+        context.reconcile(&context.directory.snapshot());
+        if tick % 4 == 0 {
+            context.endpoint_stats.store(Arc::new(context.pool.stats()));
+        }
+        monoio::time::sleep(HOUSEKEEPING_INTERVAL).await;
+    }
 }
 
 /// Bounds on retrying calls the upstream provably did not process, per worker: at most
@@ -108,6 +144,14 @@ pub struct RetryGuard {
     _active: ActiveGuard,
 }
 
+/// What a worker shares with the rest of the process: read-only snapshots it reads, and the
+/// one it publishes.
+struct WorkerShared {
+    directory: Arc<EndpointDirectory>,
+    health: Arc<HealthTable>,
+    endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
+}
+
 /// The io driver actually in use, after `auto` was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedDriver {
@@ -124,6 +168,9 @@ pub struct Server {
     discovery: Option<DiscoveryHandle>,
     /// Active health checks, when on; dropping it stops them.
     _health_checker: Option<HealthChecker>,
+    health: Arc<HealthTable>,
+    /// Each worker's latest per-endpoint view (republished about every second).
+    worker_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -166,11 +213,14 @@ impl Server {
         )?;
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::with_capacity(worker_count);
+        let mut worker_stats = Vec::with_capacity(worker_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             let config = config.clone();
             let directory = directory.clone();
             let health = health.clone();
             let stop_rx = stop_rx.clone();
+            let endpoint_stats = Arc::new(ArcSwap::from_pointee(Vec::new()));
+            worker_stats.push(endpoint_stats.clone());
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let handle = std::thread::Builder::new()
                 .name(format!("ringway-w{index}"))
@@ -184,8 +234,18 @@ impl Server {
                             );
                         }
                     }
-                    let result =
-                        run_worker(index, driver, &config, listener, directory, health, stop_rx);
+                    let result = run_worker(
+                        index,
+                        driver,
+                        &config,
+                        listener,
+                        WorkerShared {
+                            directory,
+                            health,
+                            endpoint_stats,
+                        },
+                        stop_rx,
+                    );
                     if let Err(e) = result {
                         tracing::error!(worker = index, error = %e, "worker failed");
                     }
@@ -205,6 +265,8 @@ impl Server {
             directory,
             discovery,
             _health_checker: health_checker,
+            health,
+            worker_stats,
             stop,
             workers,
         })
@@ -221,6 +283,17 @@ impl Server {
     /// The endpoint directory the workers read; the control plane publishes into it.
     pub fn directory(&self) -> &Arc<EndpointDirectory> {
         &self.directory
+    }
+
+    /// Each worker's per-endpoint view (state, in-flight, totals, last error), as last
+    /// published by the worker (about every second).
+    pub fn endpoint_stats(&self) -> Vec<Arc<Vec<EndpointStats>>> {
+        self.worker_stats.iter().map(|s| s.load_full()).collect()
+    }
+
+    /// The endpoints currently failing active health checks.
+    pub fn unhealthy_endpoints(&self) -> Arc<std::collections::HashSet<SocketAddr>> {
+        self.health.unhealthy()
     }
 
     /// What DNS discovery last saw, per target; `None` when every target is static.
@@ -295,10 +368,14 @@ fn run_worker(
     driver: ResolvedDriver,
     config: &Config,
     listener: StdTcpListener,
-    directory: Arc<EndpointDirectory>,
-    health: Arc<HealthTable>,
+    shared: WorkerShared,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let WorkerShared {
+        directory,
+        health,
+        endpoint_stats,
+    } = shared;
     let context = Rc::new(WorkerContext {
         index,
         limits: config.downstream_limits(),
@@ -308,6 +385,8 @@ fn run_worker(
         balancer: Balancer::new(config.lb, config.all_unhealthy, index),
         pool: Pool::new(config.upstream_config()),
         retries: RetryBudget::new(config.retry_attempts_max, config.retry_budget_percent),
+        warm_connections: config.warm_connections,
+        endpoint_stats,
     });
     match driver {
         ResolvedDriver::Uring => {
@@ -332,6 +411,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
+    monoio::spawn(housekeeping(context.clone()));
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => accepted,
