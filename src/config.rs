@@ -14,8 +14,10 @@ use clap::{Parser, ValueEnum};
 
 use crate::cors::{AllowOrigin, CorsPolicy};
 use crate::discovery::{self, DiscoveryConfig, DnsFamily, UpstreamTarget};
+use crate::endpoints::{AllUnhealthy, LbPolicy};
+use crate::health::{HealthCheckKind, HealthConfig};
 use crate::http1::HeadLimits;
-use crate::upstream::UpstreamConfig;
+use crate::upstream::{OutlierConfig, UpstreamConfig};
 
 /// Which io driver each worker's monoio runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -277,6 +279,76 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
 
+    /// How each worker picks an endpoint per call.
+    #[arg(long, env = "RINGWAY_LB", value_enum, default_value_t = LbPolicy::RoundRobin)]
+    pub lb: LbPolicy,
+
+    /// When every endpoint failed health checks or is ejected: fail calls with UNAVAILABLE, or
+    /// spread them over all endpoints anyway (Envoy's panic mode).
+    #[arg(long, env = "RINGWAY_ALL_UNHEALTHY", value_enum, default_value_t = AllUnhealthy::Spread)]
+    pub all_unhealthy: AllUnhealthy,
+
+    /// Consecutive failed calls (connect failures, UNAVAILABLE in headers or trailers) after
+    /// which a worker ejects an endpoint; 0 = no passive ejection.
+    #[arg(
+        long,
+        env = "RINGWAY_OUTLIER_CONSECUTIVE_FAILURES",
+        default_value_t = 5
+    )]
+    pub outlier_consecutive_failures: u32,
+
+    /// First ejection time; it grows with each ejection of the same endpoint (up to 10×).
+    #[arg(
+        long,
+        env = "RINGWAY_OUTLIER_BASE_EJECTION_MS",
+        default_value_t = 30_000
+    )]
+    pub outlier_base_ejection_ms: u64,
+
+    /// Most of the set ejected at once (one endpoint may always be ejected).
+    #[arg(
+        long,
+        env = "RINGWAY_OUTLIER_MAX_EJECTION_PERCENT",
+        default_value_t = 50
+    )]
+    pub outlier_max_ejection_percent: u32,
+
+    /// Active health checks: off, tcp (connect), or grpc (grpc.health.v1.Health/Check).
+    #[arg(long, env = "RINGWAY_HEALTH_CHECK", value_enum, default_value_t = HealthCheckKind::Off)]
+    pub health_check: HealthCheckKind,
+
+    /// Interval between active health checks of each endpoint.
+    #[arg(
+        long,
+        env = "RINGWAY_HEALTH_CHECK_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub health_check_interval_ms: u64,
+
+    /// A check not answered within this time fails.
+    #[arg(long, env = "RINGWAY_HEALTH_CHECK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub health_check_timeout_ms: u64,
+
+    /// Consecutive failed checks that mark an endpoint unhealthy.
+    #[arg(
+        long,
+        env = "RINGWAY_HEALTH_CHECK_UNHEALTHY_THRESHOLD",
+        default_value_t = 2
+    )]
+    pub health_check_unhealthy_threshold: u32,
+
+    /// Consecutive passed checks that mark an unhealthy endpoint healthy again.
+    #[arg(
+        long,
+        env = "RINGWAY_HEALTH_CHECK_HEALTHY_THRESHOLD",
+        default_value_t = 2
+    )]
+    pub health_check_healthy_threshold: u32,
+
+    /// Service name sent in grpc health checks; empty = the server's overall health.
+    #[arg(long, env = "RINGWAY_HEALTH_CHECK_SERVICE", default_value = "")]
+    pub health_check_service: String,
+
     /// Retries per call of a call the upstream provably did not process (connect failure,
     /// REFUSED_STREAM, refused by GOAWAY); only these are ever retried, on another endpoint.
     #[arg(long, env = "RINGWAY_RETRY_ATTEMPTS_MAX", default_value_t = 1)]
@@ -411,6 +483,17 @@ impl Config {
         }
     }
 
+    pub fn health_config(&self) -> HealthConfig {
+        HealthConfig {
+            kind: self.health_check,
+            interval: Duration::from_millis(self.health_check_interval_ms),
+            timeout: Duration::from_millis(self.health_check_timeout_ms),
+            unhealthy_threshold: self.health_check_unhealthy_threshold.max(1),
+            healthy_threshold: self.health_check_healthy_threshold.max(1),
+            service: self.health_check_service.clone(),
+        }
+    }
+
     pub fn cors_policy(&self) -> CorsPolicy {
         let any = self.cors_allow_origins.iter().any(|o| o.trim() == "*");
         let allow_origin = if any {
@@ -455,6 +538,11 @@ impl Config {
             reconnect_backoff: ms(self.reconnect_backoff_ms),
             reconnect_backoff_max: ms(self.reconnect_backoff_max_ms.max(self.reconnect_backoff_ms)),
             drain_timeout: ms(self.endpoint_drain_timeout_ms),
+            outlier: OutlierConfig {
+                consecutive_failures: self.outlier_consecutive_failures,
+                base_ejection: ms(self.outlier_base_ejection_ms),
+                max_ejection_percent: self.outlier_max_ejection_percent.min(100),
+            },
         }
     }
 }

@@ -299,7 +299,11 @@ impl Downstream {
         let mut retry: Option<(SocketAddr, RetryGuard)> = None;
         loop {
             let avoid = retry.as_ref().map(|(addr, _)| *addr);
-            let (addr, mut call) = match self.start_call(&request, end_of_stream, avoid).await {
+            let started = self.start_call(&request, end_of_stream, avoid).await;
+            if let Err((Some(addr), error)) = &started {
+                self.record(*addr, error);
+            }
+            let (addr, mut call) = match started {
                 Ok(started) => started,
                 Err((Some(addr), error)) if self.may_retry_on(&error, addr) => {
                     match self.retry_guard(&retry) {
@@ -321,7 +325,13 @@ impl Downstream {
                     return Err(CallFailure::after_start(error, body.complete));
                 }
             }
-            match self.relay_response(call, reply_to, deadline).await {
+            let relayed = self.relay_response(call, reply_to, deadline).await;
+            match &relayed {
+                Ok(done) if done.unavailable => self.record_failure(addr, "UNAVAILABLE".into()),
+                Ok(_) => self.record_success(addr),
+                Err(failure) => self.record(addr, &failure.error),
+            }
+            match relayed.map(|done| done.next) {
                 // Refused before any processing (REFUSED_STREAM, above a GOAWAY's last stream
                 // id) and nothing written to the client yet: safe to send elsewhere.
                 Err(failure)
@@ -337,6 +347,33 @@ impl Downstream {
                 result => return result,
             }
         }
+    }
+
+    /// Count a failed call against `addr` when the error says something about the endpoint's
+    /// health (connect failures, UNAVAILABLE from upstream), and as a success otherwise.
+    fn record(&self, addr: SocketAddr, error: &Error) {
+        let about_endpoint = error.side() == crate::error::Side::Upstream
+            && matches!(
+                error.reply(),
+                Reply::Grpc {
+                    code: grpc_web::Code::Unavailable,
+                    ..
+                }
+            );
+        if about_endpoint {
+            self.record_failure(addr, error.to_string());
+        } else {
+            self.record_success(addr);
+        }
+    }
+
+    fn record_failure(&self, addr: SocketAddr, reason: String) {
+        let set_len = self.context.directory.snapshot().endpoints.len();
+        self.context.pool.record_outcome(addr, Err(reason), set_len);
+    }
+
+    fn record_success(&self, addr: SocketAddr) {
+        self.context.pool.record_outcome(addr, Ok(()), 0);
     }
 
     /// Whether `error` from `addr` may be retried, and somewhere it can succeed.
@@ -371,15 +408,18 @@ impl Downstream {
         let context = &self.context;
         let set = context.directory.snapshot();
         context.pool.reconcile(&set);
-        // A retry prefers another endpoint; `may_retry_on` already checked the same one is
-        // acceptable when there is no other.
-        let picked = match avoid {
-            Some(avoid) => context
-                .balancer
-                .pick_other(&set, avoid)
-                .or_else(|| context.balancer.pick(&set)),
-            None => context.balancer.pick(&set),
+        // Eligible: passing active health checks and not ejected by this worker. The common
+        // case, where nothing is unhealthy or ejected, skips the per-endpoint checks.
+        let unhealthy = context.health.unhealthy();
+        let any_ejected = context.pool.any_ejected();
+        let now = Instant::now();
+        let eligible = |addr: SocketAddr| {
+            (unhealthy.is_empty() || !unhealthy.contains(&addr))
+                && (!any_ejected || !context.pool.is_ejected(addr, now))
         };
+        let picked = context
+            .balancer
+            .pick(&set, avoid, eligible, |addr| context.pool.in_flight(addr));
         let addr = picked.ok_or((None, Error::NoEndpoint))?;
         context
             .pool
@@ -436,7 +476,7 @@ impl Downstream {
         call: Call,
         reply_to: &ReplyTo,
         deadline: Option<Instant>,
-    ) -> Result<Next, CallFailure> {
+    ) -> Result<Relayed, CallFailure> {
         let Call {
             response,
             body: mut upstream_body,
@@ -451,7 +491,8 @@ impl Downstream {
         let mut timers = CallTimers::new(deadline);
         let mut unreleased_bytes = 0usize;
         let chunked = reply_to.version == Version::Http11;
-        loop {
+        // The loop ends with whether the upstream's grpc-status was UNAVAILABLE.
+        let unavailable = loop {
             let event = match poll_now(&mut upstream) {
                 Some(event) => event,
                 None if !self.out.is_empty() => {
@@ -468,7 +509,7 @@ impl Downstream {
                             headers_sent = true;
                             upstream = UpstreamState::Body(recv);
                         }
-                        HeadOutcome::TrailersOnly => break,
+                        HeadOutcome::TrailersOnly { status } => break status == b"14",
                         HeadOutcome::NotGrpc(status) => {
                             upstream_body.send_reset(h2::Reason::CANCEL);
                             return Err(CallFailure::after_body(
@@ -493,11 +534,12 @@ impl Downstream {
                 }
                 Event::Trailers(trailers) => {
                     let trailers = trailers.unwrap_or_default();
-                    if !trailers.contains_key("grpc-status") {
+                    let Some(status) = trailers.get("grpc-status") else {
                         let error =
                             Error::UpstreamProtocol("upstream trailers carry no grpc-status");
                         return Err(CallFailure::after_body(error, headers_sent));
-                    }
+                    };
+                    let unavailable = status.as_bytes() == b"14";
                     self.out.trailer_frame(
                         trailers
                             .iter()
@@ -505,7 +547,7 @@ impl Downstream {
                         grpc.text,
                         chunked,
                     );
-                    break;
+                    break unavailable;
                 }
                 Event::Failed(error) => {
                     upstream_body.send_reset(h2::Reason::CANCEL);
@@ -513,18 +555,25 @@ impl Downstream {
                 }
                 Event::ClientGone => {
                     upstream_body.send_reset(h2::Reason::CANCEL);
-                    return Ok(Next::Close);
+                    // The client left: nothing to say about the endpoint.
+                    return Ok(Relayed {
+                        next: Next::Close,
+                        unavailable: false,
+                    });
                 }
             }
-        }
+        };
         drop(lease);
         self.flush().await.map_err(CallFailure::client_gone)?;
         // A close-delimited HTTP/1.0 body ends only when the connection does.
         let keep_alive = reply_to.keep_alive && (chunked || !headers_sent);
-        Ok(if keep_alive {
-            Next::KeepAlive
-        } else {
-            Next::Close
+        Ok(Relayed {
+            next: if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            },
+            unavailable,
         })
     }
 
@@ -600,7 +649,11 @@ impl Downstream {
             http1::write_header(head_out, b"content-length", b"0");
             write_connection_header(head_out, reply_to.version, reply_to.keep_alive);
             http1::finish_head(head_out);
-            return HeadOutcome::TrailersOnly;
+            let status = parts
+                .headers
+                .get("grpc-status")
+                .map_or(Vec::new(), |s| s.as_bytes().to_vec());
+            return HeadOutcome::TrailersOnly { status };
         }
         if chunked {
             http1::write_header(head_out, b"transfer-encoding", b"chunked");
@@ -736,9 +789,19 @@ fn is_grpc_reply(error: &Error) -> bool {
     matches!(error.reply(), Reply::Grpc { .. })
 }
 
+/// A call relayed to its end: what comes next on the connection, and whether the upstream
+/// answered UNAVAILABLE (which counts against it for outlier ejection).
+struct Relayed {
+    next: Next,
+    unavailable: bool,
+}
+
 enum HeadOutcome {
     Streaming(RecvStream),
-    TrailersOnly,
+    /// The upstream's whole answer was its headers; `status` is its grpc-status.
+    TrailersOnly {
+        status: Vec<u8>,
+    },
     NotGrpc(u16),
     Failed(Error),
 }

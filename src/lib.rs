@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod endpoints;
 pub mod error;
 pub mod grpc_web;
+pub mod health;
 pub mod http1;
 pub mod upstream;
 pub mod worker;

@@ -59,6 +59,35 @@ pub struct UpstreamConfig {
     pub reconnect_backoff_max: Duration,
     /// How long calls on an endpoint that left the set may run before its connections close.
     pub drain_timeout: Duration,
+    pub outlier: OutlierConfig,
+}
+
+/// Passive outlier ejection: an endpoint whose calls fail this many times in a row on a worker
+/// is taken out of that worker's rotation for `base_ejection × times ejected`, as long as no
+/// more than `max_ejection_percent` of the set is out at once.
+#[derive(Debug, Clone)]
+pub struct OutlierConfig {
+    /// Consecutive failures (connect failures, UNAVAILABLE statuses) that eject; 0 = off.
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+/// Upper bound on the ejection multiplier, so a flapping endpoint is retried at least every
+/// `base_ejection × EJECTION_MULTIPLIER_MAX`.
+const EJECTION_MULTIPLIER_MAX: u32 = 10;
+
+/// What one worker knows about one endpoint, for the admin page.
+#[derive(Debug, Clone)]
+pub struct EndpointStats {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub calls_in_flight: usize,
+    pub calls_total: u64,
+    pub failures_total: u64,
+    pub ejected: bool,
+    pub ejections_total: u32,
+    pub last_error: Option<String>,
 }
 
 /// A started upstream call: the response to await, the request body sink, and the stream slot,
@@ -90,6 +119,13 @@ struct EndpointConns {
     /// No connect attempt before this instant after a failure.
     backoff_until: Cell<Option<Instant>>,
     backoff_next: Cell<Duration>,
+    calls_in_flight: Cell<usize>,
+    calls_total: Cell<u64>,
+    failures_total: Cell<u64>,
+    consecutive_failures: Cell<u32>,
+    ejected_until: Cell<Option<Instant>>,
+    ejections_total: Cell<u32>,
+    last_error: RefCell<Option<String>>,
 }
 
 struct Conn {
@@ -115,6 +151,10 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.conn.in_flight.set(self.conn.in_flight.get() - 1);
+        let endpoint = &self.endpoint;
+        endpoint
+            .calls_in_flight
+            .set(endpoint.calls_in_flight.get() - 1);
         self.endpoint.changed.notify_one();
     }
 }
@@ -142,6 +182,104 @@ impl Pool {
             }
             keep
         });
+    }
+
+    /// This worker's calls in flight to `addr`.
+    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+        self.endpoints
+            .borrow()
+            .get(&addr)
+            .map_or(0, |e| e.calls_in_flight.get())
+    }
+
+    /// Whether `addr` is ejected at `now` by passive outlier detection on this worker.
+    pub fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.endpoints
+            .borrow()
+            .get(&addr)
+            .and_then(|e| e.ejected_until.get())
+            .is_some_and(|until| now < until)
+    }
+
+    /// Whether any endpoint might be ejected, so pickers can skip the per-endpoint check.
+    pub fn any_ejected(&self) -> bool {
+        self.endpoints
+            .borrow()
+            .values()
+            .any(|e| e.ejected_until.get().is_some())
+    }
+
+    /// Record a finished call's outcome for `addr`: `Err` with a reason when it failed in a
+    /// way that speaks about the endpoint's health (connect failure, UNAVAILABLE). Ejects the
+    /// endpoint after enough consecutive failures, unless `set_len` says too many are out.
+    pub fn record_outcome(&self, addr: SocketAddr, outcome: Result<(), String>, set_len: usize) {
+        let endpoints = self.endpoints.borrow();
+        let Some(endpoint) = endpoints.get(&addr) else {
+            return;
+        };
+        endpoint.calls_total.set(endpoint.calls_total.get() + 1);
+        let reason = match outcome {
+            Ok(()) => {
+                endpoint.consecutive_failures.set(0);
+                return;
+            }
+            Err(reason) => reason,
+        };
+        endpoint
+            .failures_total
+            .set(endpoint.failures_total.get() + 1);
+        let failures = endpoint.consecutive_failures.get() + 1;
+        endpoint.consecutive_failures.set(failures);
+        let outlier = &self.config.outlier;
+        let now = Instant::now();
+        let already_out = endpoint
+            .ejected_until
+            .get()
+            .is_some_and(|until| now < until);
+        if outlier.consecutive_failures > 0
+            && failures >= outlier.consecutive_failures
+            && !already_out
+        {
+            let ejected_now = endpoints
+                .values()
+                .filter(|e| e.ejected_until.get().is_some_and(|until| now < until))
+                .count();
+            // As in Envoy, one endpoint may always be ejected; beyond that, at most the
+            // configured share of the set.
+            let within_cap = ejected_now == 0
+                || (ejected_now + 1) * 100 <= set_len * outlier.max_ejection_percent as usize;
+            if within_cap {
+                let times = (endpoint.ejections_total.get() + 1).min(EJECTION_MULTIPLIER_MAX);
+                endpoint
+                    .ejections_total
+                    .set(endpoint.ejections_total.get() + 1);
+                endpoint
+                    .ejected_until
+                    .set(Some(now + outlier.base_ejection * times));
+                endpoint.consecutive_failures.set(0);
+                tracing::warn!(endpoint = %addr, failures, ejection_ms = (outlier.base_ejection * times).as_millis() as u64, reason = %reason, "endpoint ejected");
+            }
+        }
+        *endpoint.last_error.borrow_mut() = Some(reason);
+    }
+
+    /// This worker's view of every endpoint it has talked to.
+    pub fn stats(&self) -> Vec<EndpointStats> {
+        let now = Instant::now();
+        self.endpoints
+            .borrow()
+            .values()
+            .map(|e| EndpointStats {
+                addr: e.addr,
+                connections: e.conns.borrow().len(),
+                calls_in_flight: e.calls_in_flight.get(),
+                calls_total: e.calls_total.get(),
+                failures_total: e.failures_total.get(),
+                ejected: e.ejected_until.get().is_some_and(|until| now < until),
+                ejections_total: e.ejections_total.get(),
+                last_error: e.last_error.borrow().clone(),
+            })
+            .collect()
     }
 
     /// Start a call on `addr`: take a stream slot (connecting or waiting as needed, within the
@@ -199,6 +337,13 @@ impl Pool {
                     retired: Notify::new(),
                     backoff_until: Cell::new(None),
                     backoff_next: Cell::new(self.config.reconnect_backoff),
+                    calls_in_flight: Cell::new(0),
+                    calls_total: Cell::new(0),
+                    failures_total: Cell::new(0),
+                    consecutive_failures: Cell::new(0),
+                    ejected_until: Cell::new(None),
+                    ejections_total: Cell::new(0),
+                    last_error: RefCell::new(None),
                 })
             })
             .clone()
@@ -265,6 +410,9 @@ impl Pool {
             in_flight: Cell::new(1),
             closed: closed.clone(),
         });
+        endpoint
+            .calls_in_flight
+            .set(endpoint.calls_in_flight.get() + 1);
         endpoint.conns.borrow_mut().push(conn.clone());
         monoio::spawn(drive_connection(
             connection,
@@ -283,6 +431,7 @@ impl EndpointConns {
         let conns = self.conns.borrow();
         let conn = conns.iter().find(|c| c.has_slot())?;
         conn.in_flight.set(conn.in_flight.get() + 1);
+        self.calls_in_flight.set(self.calls_in_flight.get() + 1);
         Some(conn.clone())
     }
 

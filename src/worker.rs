@@ -25,7 +25,8 @@ use crate::config::{Config, DownstreamLimits, IoDriver};
 use crate::connection;
 use crate::cors::CorsPolicy;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus};
-use crate::endpoints::{EndpointDirectory, RoundRobin};
+use crate::endpoints::{Balancer, EndpointDirectory};
+use crate::health::{self, HealthChecker, HealthTable};
 use crate::upstream::Pool;
 
 /// What one worker's connections share: read-only settings and the worker's own upstream pool.
@@ -34,7 +35,8 @@ pub struct WorkerContext {
     pub limits: DownstreamLimits,
     pub cors: CorsPolicy,
     pub directory: Arc<EndpointDirectory>,
-    pub balancer: RoundRobin,
+    pub health: Arc<HealthTable>,
+    pub balancer: Balancer,
     pub pool: Pool,
     pub retries: RetryBudget,
 }
@@ -120,6 +122,8 @@ pub struct Server {
     directory: Arc<EndpointDirectory>,
     /// The DNS control plane, when any upstream target is a name; dropping it stops it.
     discovery: Option<DiscoveryHandle>,
+    /// Active health checks, when on; dropping it stops them.
+    _health_checker: Option<HealthChecker>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -153,11 +157,19 @@ impl Server {
         } else {
             Vec::new()
         };
+        let health = Arc::new(HealthTable::default());
+        let health_checker = health::spawn(
+            config.health_config(),
+            directory.clone(),
+            health.clone(),
+            config.upstream_config(),
+        )?;
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::with_capacity(worker_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             let config = config.clone();
             let directory = directory.clone();
+            let health = health.clone();
             let stop_rx = stop_rx.clone();
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let handle = std::thread::Builder::new()
@@ -172,7 +184,8 @@ impl Server {
                             );
                         }
                     }
-                    let result = run_worker(index, driver, &config, listener, directory, stop_rx);
+                    let result =
+                        run_worker(index, driver, &config, listener, directory, health, stop_rx);
                     if let Err(e) = result {
                         tracing::error!(worker = index, error = %e, "worker failed");
                     }
@@ -191,6 +204,7 @@ impl Server {
             driver,
             directory,
             discovery,
+            _health_checker: health_checker,
             stop,
             workers,
         })
@@ -282,6 +296,7 @@ fn run_worker(
     config: &Config,
     listener: StdTcpListener,
     directory: Arc<EndpointDirectory>,
+    health: Arc<HealthTable>,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let context = Rc::new(WorkerContext {
@@ -289,7 +304,8 @@ fn run_worker(
         limits: config.downstream_limits(),
         cors: config.cors_policy(),
         directory,
-        balancer: RoundRobin::new(index),
+        health,
+        balancer: Balancer::new(config.lb, config.all_unhealthy, index),
         pool: Pool::new(config.upstream_config()),
         retries: RetryBudget::new(config.retry_attempts_max, config.retry_budget_percent),
     });
