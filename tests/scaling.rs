@@ -630,37 +630,67 @@ fn empty_answer_fails_fast_until_pods_return() {
     });
 }
 
-/// A pod that crashes but is still in DNS: the call that picks it fails to connect and is
-/// retried on another pod, so the client sees no failure.
-///
-/// ringway has no outlier ejection yet (no `--outlier-*` flags on main): the dead pod keeps being
-/// picked in its turn and each such call costs a failed (or backed-off) connect plus a retry.
-/// When ejection lands, this test should also assert that the pod stops being tried.
+/// A pod that crashes but is still in DNS: a call that picks it fails to connect and is retried
+/// on another pod, so the client sees no failure. After three such failures the worker ejects
+/// the pod (passive outlier detection): restarted on its address within the ejection time, it
+/// gets no call. Without ejection (`--outlier-consecutive-failures 0`) the same restarted pod
+/// is called again as soon as its reconnect backoff (1 ms here) allows, which shows that the
+/// ejection, not the backoff, kept it out.
 #[test]
-fn killed_pod_in_dns_costs_no_failed_call() {
+fn killed_pod_in_dns_is_retried_around_then_ejected() {
     for_each_driver(|driver| {
-        let cluster = Cluster::start(3, 3);
-        let proxy = cluster.proxy(driver, SERVICE, &[]);
-        wait_for_endpoints(&proxy, cluster.addrs(0..3), WAIT);
-        let mut client = Reader::new(connect(proxy.local_addr()));
-        // One call each, in address order: pod-4 answered last and now has an open connection.
-        let warm: Vec<_> = (0..3)
-            .map(|_| unary(&mut client, b"warm").unwrap())
-            .collect();
-        assert_eq!(warm, [pod_name(0), pod_name(1), pod_name(2)]);
+        for ejection in [true, false] {
+            eprintln!("--- passive ejection: {ejection}");
+            let mut cluster = Cluster::start(3, 3);
+            let flags = [
+                "--outlier-consecutive-failures",
+                if ejection { "3" } else { "0" },
+                "--outlier-base-ejection-ms",
+                "60000",
+                "--reconnect-backoff-ms",
+                "1",
+                "--reconnect-backoff-max-ms",
+                "1",
+            ];
+            let proxy = cluster.proxy(driver, SERVICE, &flags);
+            wait_for_endpoints(&proxy, cluster.addrs(0..3), WAIT);
+            let mut client = Reader::new(connect(proxy.local_addr()));
+            // One call each, in address order: pod-4 answered last, so it has a connection.
+            let warm: Vec<_> = (0..3)
+                .map(|_| unary(&mut client, b"warm").unwrap())
+                .collect();
+            assert_eq!(warm, [pod_name(0), pod_name(1), pod_name(2)]);
 
-        // Killed between calls, so no call is in flight on it: a call that was would be lost
-        // (the pod may have processed it), which no proxy can retry safely.
-        cluster.pods[2].kill();
-        let mut per_pod = BTreeMap::new();
-        for i in 0..30 {
-            let pod = unary(&mut client, format!("after kill {i}").as_bytes())
-                .unwrap_or_else(|failure| panic!("call {i} after the kill failed: {failure}"));
-            *per_pod.entry(pod).or_insert(0) += 1;
+            // Killed between calls, so no call is in flight on it: one that was would be lost
+            // (the pod may have processed it), which no proxy can retry safely.
+            cluster.pods[2].kill();
+            let mut per_pod = BTreeMap::new();
+            for i in 0..30 {
+                let pod = unary(&mut client, format!("after kill {i}").as_bytes())
+                    .unwrap_or_else(|failure| panic!("call {i} after the kill failed: {failure}"));
+                *per_pod.entry(pod).or_insert(0) += 1;
+            }
+            assert_eq!(per_pod.get(&pod_name(2)), None, "{per_pod:?}");
+            assert_eq!(per_pod.values().sum::<usize>(), 30, "{per_pod:?}");
+
+            cluster.pods[2] = start_pod(2, cluster.port, |_| {}).expect("pod restarts");
+            let restarted = &cluster.pods[2];
+            if ejection {
+                for i in 0..30 {
+                    let pod = unary(&mut client, format!("ejected {i}").as_bytes()).unwrap();
+                    assert_ne!(pod, pod_name(2), "call {i} reached the ejected pod");
+                }
+                assert_eq!(restarted.stats().connections_accepted, 0);
+            } else {
+                assert!(
+                    wait_until(WAIT, || {
+                        unary(&mut client, b"back").unwrap();
+                        restarted.stats().calls_started > 0
+                    }),
+                    "the restarted pod gets no call"
+                );
+            }
         }
-        assert_eq!(per_pod.get(&pod_name(2)), None, "{per_pod:?}");
-        assert_eq!(per_pod.values().sum::<usize>(), 30, "{per_pod:?}");
-        assert!(per_pod.len() == 2, "{per_pod:?}");
     });
 }
 
