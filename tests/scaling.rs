@@ -431,6 +431,41 @@ fn scale_down_under_load_loses_no_call() {
     });
 }
 
+/// A rolling update under three concurrent clients, in the worst order Kubernetes allows: each
+/// old pod gets SIGTERM (graceful stop: GOAWAY, listener closed) while it is still in DNS, and
+/// leaves DNS only afterwards. Calls it refuses are provably unprocessed (connect refused, GOAWAY)
+/// and are retried on another pod, so no call fails; the new pods take over the traffic.
+#[test]
+fn rolling_update_with_pods_stopping_before_leaving_dns_loses_no_call() {
+    for_each_driver(|driver| {
+        // Pods 0-2 are the old ReplicaSet, 3-5 the new one.
+        let cluster = Cluster::start(6, 3);
+        let proxy = cluster.proxy(driver, SERVICE, &[]);
+        wait_for_endpoints(&proxy, cluster.addrs(0..3), WAIT);
+        let traffic = Traffic::start(proxy.local_addr(), 3);
+        traffic.wait_total(30);
+        let refresh = Duration::from_millis(REFRESH_MS) + SLACK;
+        for step in 0..3 {
+            let ready: Vec<usize> = (step..step + 4).collect();
+            cluster.set_ready(ready.iter().copied());
+            wait_for_endpoints(&proxy, cluster.addrs(ready.iter().copied()), refresh);
+            traffic.wait_total(30);
+            cluster.pods[step].shutdown();
+            traffic.wait_total(30);
+            cluster.set_ready(ready[1..].iter().copied());
+            wait_for_endpoints(&proxy, cluster.addrs(ready[1..].iter().copied()), refresh);
+            traffic.wait_total(30);
+        }
+        let (total, failures) = traffic.stop();
+        assert!(
+            failures.is_empty(),
+            "{} of {total}: {failures:?}",
+            failures.len()
+        );
+        assert_eq!(calls_per_pod(&proxy, 30), even_split(3..6, 10));
+    });
+}
+
 /// DNS that stops answering (dropped queries) or fails (SERVFAIL) keeps the last good set:
 /// every pod keeps getting its share while the target is marked stale.
 #[test]
