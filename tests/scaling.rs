@@ -24,7 +24,7 @@ use std::time::Duration;
 use common::*;
 use ringway::worker::Server;
 use ringway_load::backend::{Backend, BackendConfig, BackendHandle};
-use ringway_load::dns::{DnsServer, DnsServerConfig, DnsServerHandle, Mode};
+use ringway_load::dns::{DnsServer, DnsServerConfig, DnsServerHandle, Mode, Transport};
 
 /// The Service's fully qualified name, as CoreDNS serves a headless Service in `default`.
 const SERVICE: &str = "user-service.default.svc.cluster.local.";
@@ -524,6 +524,28 @@ fn stale_set_is_dropped_after_stale_max_and_restored() {
     });
 }
 
+/// DNS down while the proxy starts (a node reboot, CoreDNS not yet up): start-up waits at most
+/// `--dns-startup-timeout-ms`, serves with an empty set (calls fail fast with UNAVAILABLE), and
+/// picks the pods up as soon as DNS answers.
+#[test]
+fn proxy_started_while_dns_is_down_serves_once_it_answers() {
+    for_each_driver(|driver| {
+        let cluster = Cluster::start(3, 3);
+        cluster.dns.set_mode(Mode::Drop);
+        let proxy = cluster.proxy(driver, SERVICE, &["--dns-startup-timeout-ms", "300"]);
+        assert_eq!(proxy.directory().snapshot().endpoints, Vec::new());
+        let response = roundtrip(
+            proxy.local_addr(),
+            &grpc_web_request(UNARY, &[], &grpc_frame(b"early")),
+        );
+        assert_eq!(response.head, NO_ENDPOINT_HEAD);
+
+        cluster.dns.set_mode(Mode::Normal);
+        wait_for_endpoints(&proxy, cluster.addrs(0..3), WAIT);
+        assert_eq!(calls_per_pod(&proxy, 30), even_split(0..3, 10));
+    });
+}
+
 /// The one DNS target's status (every test here has exactly one).
 fn target_status(proxy: &Server) -> ringway::discovery::TargetStatus {
     let status = proxy.discovery_status().expect("a DNS target");
@@ -554,6 +576,32 @@ fn truncated_answer_falls_back_to_tcp() {
             Duration::from_millis(REFRESH_MS) + SLACK,
         );
         assert_eq!(calls_per_pod(&proxy, 40), even_split(1..5, 10));
+    });
+}
+
+/// When the TCP retry of a truncated answer fails, the truncated UDP answer (a few of the pods)
+/// is not taken for the whole Service: the last complete set is kept, as for any resolver
+/// error, and every pod keeps its share.
+#[test]
+fn truncated_answer_without_tcp_keeps_the_last_complete_set() {
+    for_each_driver(|driver| {
+        let cluster = Cluster::start_with(6, 6, |dns| {
+            dns.udp_payload_bytes_max = 100;
+            dns.edns_payload_bytes_max = 100;
+        });
+        let proxy = cluster.proxy(driver, SERVICE, &[]);
+        wait_for_endpoints(&proxy, cluster.addrs(0..6), WAIT);
+
+        cluster.dns.set_mode_for(Transport::Tcp, Mode::Drop);
+        let failures_before = target_status(&proxy).consecutive_failures;
+        assert!(
+            wait_until(WAIT, || target_status(&proxy).consecutive_failures
+                >= failures_before + 3),
+            "TCP failures not seen: {:?}",
+            target_status(&proxy)
+        );
+        assert_eq!(proxy.directory().snapshot().endpoints, cluster.addrs(0..6));
+        assert_eq!(calls_per_pod(&proxy, 60), even_split(0..6, 10));
     });
 }
 
