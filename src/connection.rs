@@ -401,7 +401,7 @@ impl Downstream {
     /// On failure, the endpoint that failed is returned with the error, for a retry elsewhere.
     async fn start_call(
         &self,
-        request: &UpstreamRequest,
+        request: &UpstreamRequest<'_>,
         end_of_stream: bool,
         avoid: Option<SocketAddr>,
     ) -> Result<(SocketAddr, Call), (Option<SocketAddr>, Error)> {
@@ -411,11 +411,10 @@ impl Downstream {
         // Eligible: passing active health checks and not ejected by this worker. The common
         // case, where nothing is unhealthy or ejected, skips the per-endpoint checks.
         let unhealthy = context.health.unhealthy();
-        let any_ejected = context.pool.any_ejected();
-        let now = Instant::now();
+        let now = context.pool.any_ejected().then(Instant::now);
         let eligible = |addr: SocketAddr| {
             (unhealthy.is_empty() || !unhealthy.contains(&addr))
-                && (!any_ejected || !context.pool.is_ejected(addr, now))
+                && !now.is_some_and(|now| context.pool.is_ejected(addr, now))
         };
         let picked = context
             .balancer
@@ -1033,59 +1032,87 @@ fn is_dropped_request_header(name: &[u8]) -> bool {
     DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
 
-/// The upstream request head, translated once; `build` is cheap to call again on a retry.
-struct UpstreamRequest {
+/// The upstream request head, translated from the downstream one. The first attempt takes the
+/// translated headers as they are; a retry (rare) translates them again rather than every call
+/// paying for a copy it almost never needs.
+struct UpstreamRequest<'a> {
+    head: &'a RequestHead,
+    content_type: &'a WebContentType,
+    deadline: Option<Instant>,
     uri: Uri,
-    headers: HeaderMap,
+    first: std::cell::Cell<Option<HeaderMap>>,
 }
 
-impl UpstreamRequest {
+impl<'a> UpstreamRequest<'a> {
     fn new(
-        head: &RequestHead,
-        content_type: &WebContentType,
+        head: &'a RequestHead,
+        content_type: &'a WebContentType,
         deadline: Option<Instant>,
     ) -> Result<Self, Error> {
-        let bad = |reason| Error::Http1(http1::Http1Error::Malformed(reason));
-        let authority = head.host.clone().ok_or_else(|| bad("missing host"))?;
+        let authority = head.host.clone().ok_or_else(|| malformed("missing host"))?;
         let path = PathAndQuery::from_maybe_shared(origin_form(&head.path))
-            .map_err(|_| bad("bad request target"))?;
+            .map_err(|_| malformed("bad request target"))?;
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority =
-            Some(Authority::from_maybe_shared(authority).map_err(|_| bad("bad host"))?);
+            Some(Authority::from_maybe_shared(authority).map_err(|_| malformed("bad host"))?);
         parts.path_and_query = Some(path);
-        let uri = Uri::from_parts(parts).map_err(|_| bad("bad request target"))?;
-
-        let nominated = connection_nominated(head);
-        let mut headers = HeaderMap::with_capacity(head.headers.len() + 2);
-        for h in &head.headers {
-            if is_dropped_request_header(&h.name)
-                || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
-            {
-                continue;
-            }
-            let name = HeaderName::from_bytes(&h.name).map_err(|_| bad("bad header name"))?;
-            let value = HeaderValue::from_maybe_shared(h.value.clone())
-                .map_err(|_| bad("bad header value"))?;
-            headers.append(name, value);
-        }
-        let content_type = HeaderValue::from_maybe_shared(content_type.upstream.clone())
-            .map_err(|_| bad("bad content-type"))?;
-        headers.insert(header::CONTENT_TYPE, content_type);
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        if let Some(deadline) = deadline {
-            headers.insert("grpc-timeout", grpc_timeout_value(deadline));
-        }
-        Ok(UpstreamRequest { uri, headers })
+        let uri = Uri::from_parts(parts).map_err(|_| malformed("bad request target"))?;
+        let headers = translate_headers(head, content_type, deadline)?;
+        Ok(UpstreamRequest {
+            head,
+            content_type,
+            deadline,
+            uri,
+            first: std::cell::Cell::new(Some(headers)),
+        })
     }
 
     fn build(&self) -> Request<()> {
+        let headers = self.first.take().unwrap_or_else(|| {
+            translate_headers(self.head, self.content_type, self.deadline)
+                .expect("the same head translated without error in new()")
+        });
         let mut request = Request::new(());
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = headers;
         request
     }
+}
+
+fn malformed(reason: &'static str) -> Error {
+    Error::Http1(http1::Http1Error::Malformed(reason))
+}
+
+/// The upstream headers: hop-by-hop ones (and those named in `Connection`) dropped, metadata
+/// passed on, `content-type: application/grpc…`, `te: trailers`, and the effective deadline.
+fn translate_headers(
+    head: &RequestHead,
+    content_type: &WebContentType,
+    deadline: Option<Instant>,
+) -> Result<HeaderMap, Error> {
+    let nominated = connection_nominated(head);
+    let mut headers = HeaderMap::with_capacity(head.headers.len() + 2);
+    for h in &head.headers {
+        if is_dropped_request_header(&h.name)
+            || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(&h.name).map_err(|_| malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(h.value.clone())
+            .map_err(|_| malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    let content_type = HeaderValue::from_maybe_shared(content_type.upstream.clone())
+        .map_err(|_| malformed("bad content-type"))?;
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(deadline) = deadline {
+        headers.insert("grpc-timeout", grpc_timeout_value(deadline));
+    }
+    Ok(headers)
 }
 
 /// The remaining time as a `grpc-timeout` value, so the upstream sees the capped deadline.
