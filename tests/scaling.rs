@@ -248,6 +248,12 @@ fn wait_for_endpoints(proxy: &Server, mut expected: Vec<SocketAddr>, bound: Dura
     );
 }
 
+/// The one DNS target's status (every test here has exactly one).
+fn target_status(proxy: &Server) -> ringway::discovery::TargetStatus {
+    let status = proxy.discovery_status().expect("a DNS target");
+    status.targets[0].clone()
+}
+
 /// The trailers-only reply to a call when the Service has no endpoints.
 const NO_ENDPOINT_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\n\
      grpc-status: 14\r\ngrpc-message: no healthy upstream\r\ncontent-length: 0\r\n\r\n";
@@ -544,12 +550,6 @@ fn proxy_started_while_dns_is_down_serves_once_it_answers() {
         wait_for_endpoints(&proxy, cluster.addrs(0..3), WAIT);
         assert_eq!(calls_per_pod(&proxy, 30), even_split(0..3, 10));
     });
-}
-
-/// The one DNS target's status (every test here has exactly one).
-fn target_status(proxy: &Server) -> ringway::discovery::TargetStatus {
-    let status = proxy.discovery_status().expect("a DNS target");
-    status.targets[0].clone()
 }
 
 /// An answer too large for the UDP payload limit comes back truncated (TC) and ringway asks
