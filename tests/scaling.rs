@@ -899,7 +899,6 @@ fn stream_on_removed_pod_is_cut_after_the_drain_timeout() {
 /// unprocessed, so it may go to another pod (or fail with UNAVAILABLE); and every connection to
 /// the removed pod must close once its calls end, within the drain timeout at the latest.
 #[test]
-#[ignore = "bug: a call queued on a pod that leaves DNS connects to it anew on retirement; that connection never closes"]
 fn queued_call_on_removed_pod_opens_no_new_connection() {
     for_each_driver(|driver| {
         let dns = start_dns();
@@ -970,7 +969,6 @@ fn queued_call_on_removed_pod_opens_no_new_connection() {
 /// once it is back in the set, its connection is no longer draining, so the stream is not cut
 /// when the drain timeout passes.
 #[test]
-#[ignore = "bug: a pod back in DNS within the drain timeout still has its draining connection (and streams) cut at the timeout"]
 fn stream_survives_its_pod_flapping_out_of_dns_and_back() {
     for_each_driver(|driver| {
         let cluster = Cluster::start(2, 2);
@@ -1028,7 +1026,6 @@ fn stream_survives_its_pod_flapping_out_of_dns_and_back() {
 /// further call arrives at that worker (a quiet night, or one of many workers that happens to
 /// get no call), at the latest after the drain timeout.
 #[test]
-#[ignore = "bug: workers retire removed endpoints only when their next call starts; with no call, the connection stays open"]
 fn idle_connection_to_removed_pod_closes_without_further_calls() {
     for_each_driver(|driver| {
         let cluster = Cluster::start(2, 2);
