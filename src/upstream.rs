@@ -127,6 +127,9 @@ struct EndpointConns {
     live_connections: Cell<usize>,
     /// No connect attempt before this instant after a failure.
     backoff_until: Cell<Option<Instant>>,
+    /// The failure that started the backoff, repeated to calls refused during it: the cause
+    /// is what an operator needs to see, not the backoff.
+    backoff_cause: RefCell<Option<(std::io::ErrorKind, String)>>,
     backoff_next: Cell<Duration>,
     calls_in_flight: Cell<usize>,
     calls_total: Cell<u64>,
@@ -383,6 +386,7 @@ impl Pool {
                     retired_changed: Notify::new(),
                     live_connections: Cell::new(0),
                     backoff_until: Cell::new(None),
+                    backoff_cause: RefCell::new(None),
                     backoff_next: Cell::new(self.config.reconnect_backoff),
                     calls_in_flight: Cell::new(0),
                     calls_total: Cell::new(0),
@@ -436,10 +440,12 @@ impl Pool {
     async fn connect(&self, endpoint: &Rc<EndpointConns>) -> Result<Rc<Conn>, Error> {
         if let Some(until) = endpoint.backoff_until.get() {
             if Instant::now() < until {
-                return Err(Error::Connect(std::io::Error::new(
+                debug!(endpoint = %endpoint.addr, "endpoint in reconnect backoff");
+                let (kind, cause) = endpoint.backoff_cause.borrow().clone().unwrap_or((
                     std::io::ErrorKind::ConnectionRefused,
-                    "endpoint in reconnect backoff after a failed connect",
-                )));
+                    "in reconnect backoff after a failed connect".into(),
+                ));
+                return Err(Error::Connect(std::io::Error::new(kind, cause)));
             }
         }
         endpoint.connecting.set(endpoint.connecting.get() + 1);
@@ -450,7 +456,7 @@ impl Pool {
         let (send, connection) = match result {
             Ok(pair) => pair,
             Err(e) => {
-                endpoint.note_connect_failure(&self.config);
+                endpoint.note_connect_failure(&self.config, &e);
                 debug!(endpoint = %endpoint.addr, error = %e, "upstream connect failed");
                 return Err(e);
             }
@@ -491,7 +497,12 @@ impl EndpointConns {
         Some(conn.clone())
     }
 
-    fn note_connect_failure(&self, config: &UpstreamConfig) {
+    fn note_connect_failure(&self, config: &UpstreamConfig, error: &Error) {
+        *self.backoff_cause.borrow_mut() = Some(match error {
+            Error::Connect(e) => (e.kind(), e.to_string()),
+            Error::ConnectTimeout => (std::io::ErrorKind::TimedOut, "connect timeout".into()),
+            other => (std::io::ErrorKind::Other, other.to_string()),
+        });
         let delay = self.backoff_next.get();
         self.backoff_until.set(Some(Instant::now() + delay));
         self.backoff_next
