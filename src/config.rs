@@ -372,6 +372,22 @@ pub struct Config {
     )]
     pub endpoint_drain_timeout_ms: u64,
 
+    // --- operations ---
+    /// Admin listener (readiness, liveness, stats, endpoint table, drain); `off` disables it.
+    /// Keep it off the public Service: it can fail readiness and start a drain.
+    #[arg(long, env = "RINGWAY_ADMIN", default_value = "127.0.0.1:9901", value_parser = parse_admin)]
+    pub admin: Admin,
+
+    /// After SIGTERM (or POST /drain), readiness fails and ringway keeps serving this long, so
+    /// the load balancer in front stops sending before ringway stops accepting.
+    #[arg(long, env = "RINGWAY_DRAIN_DELAY_MS", default_value_t = 5_000)]
+    pub drain_delay_ms: u64,
+
+    /// Then ringway stops accepting, tells keep-alive clients `Connection: close`, and lets
+    /// calls in flight finish for at most this long before it exits.
+    #[arg(long, env = "RINGWAY_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+
     // --- logs ---
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ringway=debug`.
     #[arg(long, env = "RINGWAY_LOG_LEVEL", default_value = "info")]
@@ -380,6 +396,23 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "RINGWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The admin listener's address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Off,
+    Listen(SocketAddr),
+}
+
+fn parse_admin(value: &str) -> Result<Admin, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(Admin::Off);
+    }
+    value
+        .parse()
+        .map(Admin::Listen)
+        .map_err(|_| format!("{value:?} is neither IP:port nor off"))
 }
 
 /// Downstream limits, derived once from the flags.

@@ -39,6 +39,7 @@ use tracing::debug;
 use crate::error::{Error, Reply};
 use crate::grpc_web::{self, Base64Decoder, WebContentType};
 use crate::http1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Method, RequestHead, Version};
+use crate::stats::WorkerStats;
 use crate::upstream::Call;
 use crate::worker::{RetryGuard, WorkerContext};
 
@@ -49,6 +50,10 @@ const READ_ROOM_MIN_BYTES: usize = 1024;
 const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
 /// At most this many slices per vectored write (well under IOV_MAX = 1024).
 const OUTPUT_SLICES_MAX: usize = 256;
+/// How long an idle keep-alive connection stays open once a drain begins: long enough for a
+/// request the client is already sending to arrive and be answered with `Connection: close`
+/// (closing at once would race it, and a browser does not retry a POST).
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// A call that has waited this long for its upstream starts watching the client socket, so a
 /// client that went away cancels the upstream stream. Fast calls never pay for the watch.
 const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(20);
@@ -65,7 +70,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContex
         stream,
         context,
     };
+    let stats = downstream.context.stats.clone();
+    stats.connections_accepted.add(1);
+    stats.connections_active.add(1);
     downstream.run().await;
+    stats.connections_active.sub(1);
     debug!(%peer, "downstream connection closed");
 }
 
@@ -86,6 +95,8 @@ enum Next {
 
 /// The parts of a request that shape its response.
 struct ReplyTo {
+    /// When the request head was parsed, for the call-duration histogram.
+    started: Instant,
     version: Version,
     keep_alive: bool,
     origin: Option<Bytes>,
@@ -106,6 +117,7 @@ impl Downstream {
                 Ok(None) => return,
                 Err(error) => {
                     let reply_to = ReplyTo {
+                        started: Instant::now(),
                         version: Version::Http11,
                         keep_alive: false,
                         origin: None,
@@ -134,34 +146,54 @@ impl Downstream {
             if let Some(head) = http1::parse_request_head(&mut self.buf, &limits.head)? {
                 return Ok(Some(head));
             }
-            let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-            match monoio::time::timeout_at(
-                deadline.into(),
-                read_more(&mut self.stream, &mut self.buf),
-            )
-            .await
-            {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-                Ok(Ok(_)) => {
+            let idle = head_deadline.is_none();
+            let deadline = match head_deadline {
+                Some(deadline) => deadline,
+                None if self.context.draining.get() => Instant::now() + DRAIN_IDLE_GRACE,
+                None => Instant::now() + limits.idle_timeout,
+            };
+            let read = read_more(&mut self.stream, &mut self.buf, &self.context.stats);
+            let mut read = std::pin::pin!(read);
+            let timed_out = monoio::select! {
+                read = &mut read => Some(read),
+                _ = monoio::time::sleep_until(deadline.into()) => None,
+                _ = drain_began(&self.context, idle) => {
+                    // An idle connection gets a short grace: a request already on its way is
+                    // still answered (with `Connection: close`); silence closes it.
+                    monoio::select! {
+                        read = &mut read => Some(read),
+                        _ = monoio::time::sleep(DRAIN_IDLE_GRACE) => None,
+                    }
+                }
+            };
+            match timed_out {
+                Some(Ok(0)) | Some(Err(_)) => return Ok(None),
+                Some(Ok(_)) => {
                     head_deadline
                         .get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
                 }
-                Err(_) if head_deadline.is_none() => return Ok(None),
-                Err(_) => return Err(Error::RequestTimeout),
+                None if idle => return Ok(None),
+                None => return Err(Error::RequestTimeout),
             }
         }
     }
 
     async fn handle(&mut self, head: RequestHead) -> Next {
         let origin = find_header(&head, b"origin");
+        self.context.stats.requests.add(1);
         let mut reply_to = ReplyTo {
+            started: Instant::now(),
             version: head.version,
-            keep_alive: head.keep_alive,
+            // A draining proxy answers this request, then closes.
+            keep_alive: head.keep_alive && !self.context.draining.get(),
             origin,
             grpc: None,
         };
         let result = match head.method {
-            Method::Options => self.preflight(&head, &reply_to).await,
+            Method::Options => {
+                self.context.stats.preflights.add(1);
+                self.preflight(&head, &reply_to).await
+            }
             Method::Get | Method::Head if head.path == self.context.limits.health_path => {
                 self.health(&head, &reply_to).await
             }
@@ -217,7 +249,7 @@ impl Downstream {
             .context
             .cors
             .preflight(reply_to.origin.as_ref(), request_headers.as_ref());
-        let next = body_free_next(head);
+        let next = body_free_next(head, reply_to);
         let head_out = self.out.scratch();
         http1::write_status_line(head_out, head.version, answer.status);
         for (name, value) in &answer.headers {
@@ -239,7 +271,7 @@ impl Downstream {
         head: &RequestHead,
         reply_to: &ReplyTo,
     ) -> Result<Next, CallFailure> {
-        let next = body_free_next(head);
+        let next = body_free_next(head, reply_to);
         let cors = self
             .context
             .cors
@@ -327,7 +359,9 @@ impl Downstream {
             }
             let relayed = self.relay_response(call, reply_to, deadline).await;
             match &relayed {
-                Ok(done) if done.unavailable => self.record_failure(addr, "UNAVAILABLE".into()),
+                Ok(done) if done.status == grpc_web::Code::Unavailable as u32 => {
+                    self.record_failure(addr, "UNAVAILABLE".into())
+                }
                 Ok(_) => self.record_success(addr),
                 Err(failure) => self.record(addr, &failure.error),
             }
@@ -394,7 +428,11 @@ impl Downstream {
     /// Permission for one more attempt, within the per-call limit and the worker's budget.
     fn retry_guard(&self, previous: &Option<(SocketAddr, RetryGuard)>) -> Option<RetryGuard> {
         let attempts = previous.as_ref().map_or(0, |(_, guard)| guard.attempt);
-        self.context.retries.try_retry(attempts + 1)
+        let granted = self.context.retries.try_retry(attempts + 1);
+        if granted.is_some() {
+            self.context.stats.retries.add(1);
+        }
+        granted
     }
 
     /// Pick an endpoint (another than `avoid` when there is one) and start the upstream stream.
@@ -454,7 +492,7 @@ impl Downstream {
             // Boxed: only bodies larger than one read get here, and the timer is large.
             let read = monoio::time::timeout_at(
                 read_deadline.into(),
-                read_more(&mut self.stream, &mut self.buf),
+                read_more(&mut self.stream, &mut self.buf, &self.context.stats),
             );
             match Box::pin(read).await {
                 Ok(Ok(n)) if n > 0 => {}
@@ -490,8 +528,8 @@ impl Downstream {
         let mut timers = CallTimers::new(deadline);
         let mut unreleased_bytes = 0usize;
         let chunked = reply_to.version == Version::Http11;
-        // The loop ends with whether the upstream's grpc-status was UNAVAILABLE.
-        let unavailable = loop {
+        // The loop ends with the upstream's grpc-status.
+        let status = loop {
             let event = match poll_now(&mut upstream) {
                 Some(event) => event,
                 None if !self.out.is_empty() => {
@@ -508,7 +546,7 @@ impl Downstream {
                             headers_sent = true;
                             upstream = UpstreamState::Body(recv);
                         }
-                        HeadOutcome::TrailersOnly { status } => break status == b"14",
+                        HeadOutcome::TrailersOnly { status } => break parse_status(&status),
                         HeadOutcome::NotGrpc(status) => {
                             upstream_body.send_reset(h2::Reason::CANCEL);
                             return Err(CallFailure::after_body(
@@ -538,7 +576,7 @@ impl Downstream {
                             Error::UpstreamProtocol("upstream trailers carry no grpc-status");
                         return Err(CallFailure::after_body(error, headers_sent));
                     };
-                    let unavailable = status.as_bytes() == b"14";
+                    let status = parse_status(status.as_bytes());
                     self.out.trailer_frame(
                         trailers
                             .iter()
@@ -546,7 +584,7 @@ impl Downstream {
                         grpc.text,
                         chunked,
                     );
-                    break unavailable;
+                    break status;
                 }
                 Event::Failed(error) => {
                     upstream_body.send_reset(h2::Reason::CANCEL);
@@ -555,9 +593,13 @@ impl Downstream {
                 Event::ClientGone => {
                     upstream_body.send_reset(h2::Reason::CANCEL);
                     // The client left: nothing to say about the endpoint.
+                    self.context.stats.call_finished(
+                        grpc_web::Code::Cancelled as u32,
+                        reply_to.started.elapsed(),
+                    );
                     return Ok(Relayed {
                         next: Next::Close,
-                        unavailable: false,
+                        status: grpc_web::Code::Cancelled as u32,
                     });
                 }
             }
@@ -566,13 +608,16 @@ impl Downstream {
         self.flush().await.map_err(CallFailure::client_gone)?;
         // A close-delimited HTTP/1.0 body ends only when the connection does.
         let keep_alive = reply_to.keep_alive && (chunked || !headers_sent);
+        self.context
+            .stats
+            .call_finished(status, reply_to.started.elapsed());
         Ok(Relayed {
             next: if keep_alive {
                 Next::KeepAlive
             } else {
                 Next::Close
             },
-            unavailable,
+            status,
         })
     }
 
@@ -592,7 +637,7 @@ impl Downstream {
             // in the buffer. The read drained the socket, so watching goes on (a later close is
             // still noticed) until the buffer holds a whole head's worth: past that the client
             // is not waiting for this call, and reading on would only grow the buffer.
-            match read_more(&mut self.stream, &mut self.buf).await {
+            match read_more(&mut self.stream, &mut self.buf, &self.context.stats).await {
                 Ok(0) | Err(_) => return Event::ClientGone,
                 Ok(_) if self.buf.len() >= self.context.limits.head.header_bytes_max => {
                     timers.watch = Watch::Off
@@ -672,6 +717,7 @@ impl Downstream {
         let chunked = reply_to.version == Version::Http11;
         match error.reply() {
             Reply::Http { status, reason } => {
+                self.context.stats.local_http(status);
                 let cors = self
                     .context
                     .cors
@@ -689,6 +735,9 @@ impl Downstream {
                 head_out.extend_from_slice(b"\n");
             }
             Reply::Grpc { code, message } => {
+                self.context
+                    .stats
+                    .call_finished(code as u32, reply_to.started.elapsed());
                 let mut encoded_message = Vec::with_capacity(message.len());
                 grpc_web::encode_grpc_message(&message, &mut encoded_message);
                 let status: (&[u8], &[u8]) = (b"grpc-status", code.as_str().as_bytes());
@@ -725,6 +774,10 @@ impl Downstream {
     /// Write what is gathered. A client that stops reading for the idle timeout is dropped, so
     /// it cannot pin the connection, its buffers and an upstream stream forever.
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.context
+            .stats
+            .bytes_sent
+            .add(self.out.len_bytes() as u64);
         let idle_timeout = self.context.limits.idle_timeout;
         let fd = self.stream.as_raw_fd();
         let write = self.out.flush(&mut self.stream);
@@ -792,7 +845,16 @@ fn is_grpc_reply(error: &Error) -> bool {
 /// answered UNAVAILABLE (which counts against it for outlier ejection).
 struct Relayed {
     next: Next,
-    unavailable: bool,
+    /// The upstream's grpc-status.
+    status: u32,
+}
+
+/// A grpc-status header value as a number; anything unreadable counts as UNKNOWN.
+fn parse_status(value: &[u8]) -> u32 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(grpc_web::Code::Unknown as u32)
 }
 
 enum HeadOutcome {
@@ -902,8 +964,20 @@ async fn client_readable(watch: &mut Watch, stream: &TcpStream) -> std::io::Resu
     stream.readable(false).await
 }
 
+/// Resolves when the worker's drain begins, for an idle connection; never otherwise.
+async fn drain_began(context: &WorkerContext, idle: bool) {
+    if !idle || context.draining.get() {
+        return std::future::pending().await;
+    }
+    context.drain_started.notified().await
+}
+
 /// Read more bytes from the client into the free room at the end of `buf`.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    stats: &WorkerStats,
+) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < READ_ROOM_MIN_BYTES {
         buf.reserve(READ_ROOM_MIN_BYTES.max(buf.len()));
     }
@@ -911,6 +985,9 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
     let (len, capacity) = (owned.len(), owned.capacity());
     let (result, slice) = stream.read(owned.slice_mut(len..capacity)).await;
     *buf = slice.into_inner();
+    if let Ok(n) = result {
+        stats.bytes_received.add(n as u64);
+    }
     result
 }
 
@@ -966,8 +1043,8 @@ fn find_header(head: &RequestHead, name: &[u8]) -> Option<Bytes> {
 }
 
 /// A request without a body can keep the connection; one with a body we did not read cannot.
-fn body_free_next(head: &RequestHead) -> Next {
-    if head.keep_alive && head.body == BodyKind::Empty {
+fn body_free_next(head: &RequestHead, reply_to: &ReplyTo) -> Next {
+    if reply_to.keep_alive && head.body == BodyKind::Empty {
         Next::KeepAlive
     } else {
         Next::Close

@@ -27,9 +27,10 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, DownstreamLimits, IoDriver};
 use crate::connection;
 use crate::cors::CorsPolicy;
-use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus};
+use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus, StatusReader};
 use crate::endpoints::{Balancer, EndpointDirectory, EndpointSet};
 use crate::health::{self, HealthChecker, HealthTable};
+use crate::stats::WorkerStats;
 use crate::upstream::{EndpointStats, Pool};
 
 /// What one worker's connections share: read-only settings and the worker's own upstream pool.
@@ -43,6 +44,12 @@ pub struct WorkerContext {
     pub pool: Pool,
     pub retries: RetryBudget,
     pub warm_connections: bool,
+    /// This worker's counters; only this worker writes them.
+    pub stats: Arc<WorkerStats>,
+    /// Set when the drain began: connections finish their current request and close.
+    pub draining: Cell<bool>,
+    /// Wakes idle keep-alive connections when the drain begins, so they close at once.
+    pub drain_started: tokio::sync::Notify,
     /// This worker's per-endpoint view, republished by `housekeeping` for readers off the
     /// worker (the admin page); the request path never touches it.
     pub endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
@@ -150,6 +157,18 @@ struct WorkerShared {
     directory: Arc<EndpointDirectory>,
     health: Arc<HealthTable>,
     endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
+    stats: Arc<WorkerStats>,
+}
+
+/// What readers off the workers (the admin page) may look at: published snapshots and
+/// single-writer counters, never a worker's own state.
+#[derive(Clone)]
+pub struct ServerView {
+    pub directory: Arc<EndpointDirectory>,
+    pub health: Arc<HealthTable>,
+    pub worker_stats: Vec<Arc<WorkerStats>>,
+    pub endpoint_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
+    pub discovery: Option<StatusReader>,
 }
 
 /// The io driver actually in use, after `auto` was resolved.
@@ -171,6 +190,7 @@ pub struct Server {
     health: Arc<HealthTable>,
     /// Each worker's latest per-endpoint view (republished about every second).
     worker_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
+    counters: Vec<Arc<WorkerStats>>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -214,6 +234,7 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::with_capacity(worker_count);
         let mut worker_stats = Vec::with_capacity(worker_count);
+        let mut counters = Vec::with_capacity(worker_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             let config = config.clone();
             let directory = directory.clone();
@@ -221,6 +242,8 @@ impl Server {
             let stop_rx = stop_rx.clone();
             let endpoint_stats = Arc::new(ArcSwap::from_pointee(Vec::new()));
             worker_stats.push(endpoint_stats.clone());
+            let stats = Arc::new(WorkerStats::default());
+            counters.push(stats.clone());
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let handle = std::thread::Builder::new()
                 .name(format!("ringway-w{index}"))
@@ -243,6 +266,7 @@ impl Server {
                             directory,
                             health,
                             endpoint_stats,
+                            stats,
                         },
                         stop_rx,
                     );
@@ -267,6 +291,7 @@ impl Server {
             _health_checker: health_checker,
             health,
             worker_stats,
+            counters,
             stop,
             workers,
         })
@@ -291,6 +316,17 @@ impl Server {
         self.worker_stats.iter().map(|s| s.load_full()).collect()
     }
 
+    /// What the admin page reads.
+    pub fn view(&self) -> ServerView {
+        ServerView {
+            directory: self.directory.clone(),
+            health: self.health.clone(),
+            worker_stats: self.counters.clone(),
+            endpoint_stats: self.worker_stats.clone(),
+            discovery: self.discovery.as_ref().map(DiscoveryHandle::status_reader),
+        }
+    }
+
     /// The endpoints currently failing active health checks.
     pub fn unhealthy_endpoints(&self) -> Arc<std::collections::HashSet<SocketAddr>> {
         self.health.unhealthy()
@@ -301,7 +337,8 @@ impl Server {
         self.discovery.as_ref().map(DiscoveryHandle::status)
     }
 
-    /// Stop accepting, close the workers' connections and join the threads.
+    /// Stop accepting, let each worker's connections finish their calls (keep-alive clients are
+    /// told `Connection: close`, idle ones closed) for up to `--drain-timeout-ms`, then join.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
@@ -375,6 +412,7 @@ fn run_worker(
         directory,
         health,
         endpoint_stats,
+        stats,
     } = shared;
     let context = Rc::new(WorkerContext {
         index,
@@ -387,20 +425,24 @@ fn run_worker(
         retries: RetryBudget::new(config.retry_attempts_max, config.retry_budget_percent),
         warm_connections: config.warm_connections,
         endpoint_stats,
+        stats,
+        draining: Cell::new(false),
+        drain_started: tokio::sync::Notify::new(),
     });
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     match driver {
         ResolvedDriver::Uring => {
             let mut runtime = RuntimeBuilder::<IoUringDriver>::new()
                 .with_entries(config.uring_entries)
                 .enable_timer()
                 .build()?;
-            runtime.block_on(accept_loop(listener, context, stop))
+            runtime.block_on(accept_loop(listener, context, stop, drain_timeout))
         }
         ResolvedDriver::Epoll => {
             let mut runtime = RuntimeBuilder::<LegacyDriver>::new()
                 .enable_timer()
                 .build()?;
-            runtime.block_on(accept_loop(listener, context, stop))
+            runtime.block_on(accept_loop(listener, context, stop, drain_timeout))
         }
     }
 }
@@ -409,13 +451,14 @@ async fn accept_loop(
     listener: StdTcpListener,
     context: Rc<WorkerContext>,
     mut stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
 ) -> io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
     monoio::spawn(housekeeping(context.clone()));
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -427,8 +470,34 @@ async fn accept_loop(
             // so the loop does not spin while the condition lasts.
             Err(e) => {
                 debug!(worker = context.index, error = %e, "accept failed");
-                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+                monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+    drop(listener);
+    drain(&context, drain_timeout).await;
+    Ok(())
+}
+
+/// How often a draining worker checks whether its connections are gone.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Tell this worker's connections to finish, and wait for them up to `timeout`.
+async fn drain(context: &WorkerContext, timeout: Duration) {
+    context.draining.set(true);
+    context.drain_started.notify_waiters();
+    let deadline = std::time::Instant::now() + timeout;
+    while context.stats.connections_active.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(DRAIN_POLL_INTERVAL).await;
+    }
+    let left = context.stats.connections_active.get();
+    if left > 0 {
+        tracing::warn!(
+            worker = context.index,
+            connections = left,
+            "drain timeout: closing connections with calls still running"
+        );
+    } else {
+        debug!(worker = context.index, "drained");
     }
 }
