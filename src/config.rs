@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 
+use crate::access_log;
 use crate::cors::{AllowOrigin, CorsPolicy};
 use crate::discovery::{self, DiscoveryConfig, DnsFamily, UpstreamTarget};
 use crate::endpoints::{AllUnhealthy, LbPolicy};
@@ -389,6 +390,15 @@ pub struct Config {
     pub drain_timeout_ms: u64,
 
     // --- logs ---
+    /// Access log: `off`, `stdout`, or a file path (appended). Written through per-worker
+    /// buffers by a thread of its own; lines are dropped and counted rather than slow a call.
+    #[arg(long, env = "RINGWAY_ACCESS_LOG", default_value = "off")]
+    pub access_log: access_log::Target,
+
+    /// Access log line format.
+    #[arg(long, env = "RINGWAY_ACCESS_LOG_FORMAT", value_enum, default_value_t = access_log::Format::Text)]
+    pub access_log_format: access_log::Format,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ringway=debug`.
     #[arg(long, env = "RINGWAY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

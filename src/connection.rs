@@ -17,6 +17,7 @@
 //! trailers-only reply, errors after it a trailer frame. A downstream protocol error gets an HTTP
 //! status and the connection closes, since the byte stream can no longer be trusted.
 
+use std::cell::Cell;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -36,6 +37,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use crate::access_log;
 use crate::error::{Error, Reply};
 use crate::grpc_web::{self, Base64Decoder, WebContentType};
 use crate::http1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Method, RequestHead, Version};
@@ -65,6 +67,10 @@ const GRPC_WEB_PROTO: &[u8] = b"application/grpc-web+proto";
 /// Serve one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContext>) {
     let mut downstream = Downstream {
+        received: Cell::new(0),
+        sent: 0,
+        consumed_mark: 0,
+        log: RequestLog::default(),
         buf: BytesMut::with_capacity(context.limits.read_buffer_bytes),
         out: Output::default(),
         stream,
@@ -80,6 +86,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContex
 
 struct Downstream {
     stream: TcpStream,
+    /// Bytes read from and written to this client, for the access log.
+    received: Cell<u64>,
+    sent: u64,
+    /// `received` less what was still buffered when the previous request ended: where this
+    /// request's bytes start.
+    consumed_mark: u64,
+    /// What the access log records about the request being handled.
+    log: RequestLog,
     context: Rc<WorkerContext>,
     /// Bytes read from the client and not yet consumed; heads and bodies are split off its front.
     buf: BytesMut,
@@ -152,7 +166,12 @@ impl Downstream {
                 None if self.context.draining.get() => Instant::now() + DRAIN_IDLE_GRACE,
                 None => Instant::now() + limits.idle_timeout,
             };
-            let read = read_more(&mut self.stream, &mut self.buf, &self.context.stats);
+            let read = read_more(
+                &mut self.stream,
+                &mut self.buf,
+                &self.context.stats,
+                &self.received,
+            );
             let mut read = std::pin::pin!(read);
             let timed_out = monoio::select! {
                 read = &mut read => Some(read),
@@ -179,6 +198,37 @@ impl Downstream {
     }
 
     async fn handle(&mut self, head: RequestHead) -> Next {
+        let logged = self
+            .context
+            .access_log
+            .borrow()
+            .is_some()
+            .then(|| (method_name(&head.method), head.path.clone(), self.sent));
+        self.log = RequestLog::default();
+        let started = Instant::now();
+        let next = self.respond(head).await;
+        // Bytes still buffered belong to the next (pipelined) request.
+        let consumed = self.received.get() - self.buf.len() as u64;
+        let consumed_before = std::mem::replace(&mut self.consumed_mark, consumed);
+        if let Some((method, path, sent)) = logged {
+            let entry = access_log::Entry {
+                method: &method,
+                path: &path,
+                http_status: self.log.http_status,
+                grpc_status: self.log.grpc_status,
+                upstream: self.log.upstream,
+                duration: started.elapsed(),
+                bytes_in: consumed - consumed_before,
+                bytes_out: self.sent - sent,
+            };
+            if let Some(log) = self.context.access_log.borrow_mut().as_mut() {
+                log.record(&entry);
+            }
+        }
+        next
+    }
+
+    async fn respond(&mut self, head: RequestHead) -> Next {
         let origin = find_header(&head, b"origin");
         self.context.stats.requests.add(1);
         let mut reply_to = ReplyTo {
@@ -221,7 +271,11 @@ impl Downstream {
             Err(CallFailure {
                 error: Error::ClientClosed(_),
                 ..
-            }) => Next::Close,
+            }) => {
+                // nginx's "client closed request": nothing could be answered.
+                self.log.http_status = 499;
+                Next::Close
+            }
             Err(CallFailure {
                 error,
                 body_consumed,
@@ -249,6 +303,7 @@ impl Downstream {
             .context
             .cors
             .preflight(reply_to.origin.as_ref(), request_headers.as_ref());
+        self.log.http_status = answer.status;
         let next = body_free_next(head, reply_to);
         let head_out = self.out.scratch();
         http1::write_status_line(head_out, head.version, answer.status);
@@ -271,6 +326,7 @@ impl Downstream {
         head: &RequestHead,
         reply_to: &ReplyTo,
     ) -> Result<Next, CallFailure> {
+        self.log.http_status = 200;
         let next = body_free_next(head, reply_to);
         let cors = self
             .context
@@ -334,6 +390,9 @@ impl Downstream {
             let started = self.start_call(&request, end_of_stream, avoid).await;
             if let Err((Some(addr), error)) = &started {
                 self.record(*addr, error);
+            }
+            if let Ok((addr, _)) | Err((Some(addr), _)) = &started {
+                self.log.upstream = Some(*addr);
             }
             let (addr, mut call) = match started {
                 Ok(started) => started,
@@ -492,7 +551,12 @@ impl Downstream {
             // Boxed: only bodies larger than one read get here, and the timer is large.
             let read = monoio::time::timeout_at(
                 read_deadline.into(),
-                read_more(&mut self.stream, &mut self.buf, &self.context.stats),
+                read_more(
+                    &mut self.stream,
+                    &mut self.buf,
+                    &self.context.stats,
+                    &self.received,
+                ),
             );
             match Box::pin(read).await {
                 Ok(Ok(n)) if n > 0 => {}
@@ -597,6 +661,8 @@ impl Downstream {
                         grpc_web::Code::Cancelled as u32,
                         reply_to.started.elapsed(),
                     );
+                    self.log.http_status = 499;
+                    self.log.grpc_status = Some(grpc_web::Code::Cancelled as u32);
                     return Ok(Relayed {
                         next: Next::Close,
                         status: grpc_web::Code::Cancelled as u32,
@@ -611,6 +677,8 @@ impl Downstream {
         self.context
             .stats
             .call_finished(status, reply_to.started.elapsed());
+        self.log.http_status = 200;
+        self.log.grpc_status = Some(status);
         Ok(Relayed {
             next: if keep_alive {
                 Next::KeepAlive
@@ -637,7 +705,14 @@ impl Downstream {
             // in the buffer. The read drained the socket, so watching goes on (a later close is
             // still noticed) until the buffer holds a whole head's worth: past that the client
             // is not waiting for this call, and reading on would only grow the buffer.
-            match read_more(&mut self.stream, &mut self.buf, &self.context.stats).await {
+            match read_more(
+                &mut self.stream,
+                &mut self.buf,
+                &self.context.stats,
+                &self.received,
+            )
+            .await
+            {
                 Ok(0) | Err(_) => return Event::ClientGone,
                 Ok(_) if self.buf.len() >= self.context.limits.head.header_bytes_max => {
                     timers.watch = Watch::Off
@@ -718,6 +793,7 @@ impl Downstream {
         match error.reply() {
             Reply::Http { status, reason } => {
                 self.context.stats.local_http(status);
+                self.log.http_status = status;
                 let cors = self
                     .context
                     .cors
@@ -738,6 +814,8 @@ impl Downstream {
                 self.context
                     .stats
                     .call_finished(code as u32, reply_to.started.elapsed());
+                self.log.http_status = 200;
+                self.log.grpc_status = Some(code as u32);
                 let mut encoded_message = Vec::with_capacity(message.len());
                 grpc_web::encode_grpc_message(&message, &mut encoded_message);
                 let status: (&[u8], &[u8]) = (b"grpc-status", code.as_str().as_bytes());
@@ -774,10 +852,9 @@ impl Downstream {
     /// Write what is gathered. A client that stops reading for the idle timeout is dropped, so
     /// it cannot pin the connection, its buffers and an upstream stream forever.
     async fn flush(&mut self) -> std::io::Result<()> {
-        self.context
-            .stats
-            .bytes_sent
-            .add(self.out.len_bytes() as u64);
+        let bytes = self.out.len_bytes() as u64;
+        self.context.stats.bytes_sent.add(bytes);
+        self.sent += bytes;
         let idle_timeout = self.context.limits.idle_timeout;
         let fd = self.stream.as_raw_fd();
         let write = self.out.flush(&mut self.stream);
@@ -839,6 +916,26 @@ impl CallFailure {
 
 fn is_grpc_reply(error: &Error) -> bool {
     matches!(error.reply(), Reply::Grpc { .. })
+}
+
+/// What the access log says about one request.
+#[derive(Debug, Default)]
+struct RequestLog {
+    http_status: u16,
+    grpc_status: Option<u32>,
+    upstream: Option<SocketAddr>,
+}
+
+fn method_name(method: &Method) -> Bytes {
+    Bytes::from_static(match method {
+        Method::Get => b"GET",
+        Method::Post => b"POST",
+        Method::Options => b"OPTIONS",
+        Method::Head => b"HEAD",
+        Method::Put => b"PUT",
+        Method::Delete => b"DELETE",
+        Method::Other(other) => return other.clone(),
+    })
 }
 
 /// A call relayed to its end: what comes next on the connection, and whether the upstream
@@ -977,6 +1074,7 @@ async fn read_more(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     stats: &WorkerStats,
+    received: &Cell<u64>,
 ) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < READ_ROOM_MIN_BYTES {
         buf.reserve(READ_ROOM_MIN_BYTES.max(buf.len()));
@@ -987,6 +1085,7 @@ async fn read_more(
     *buf = slice.into_inner();
     if let Ok(n) = result {
         stats.bytes_received.add(n as u64);
+        received.set(received.get() + n as u64);
     }
     result
 }

@@ -4,6 +4,7 @@
 //! ([`http1`]) and translates gRPC-Web ([`grpc_web`], [`cors`]) → [`endpoints`] picks an endpoint →
 //! [`upstream`] makes the HTTP/2 call → [`connection`] writes the answer back.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod connection;

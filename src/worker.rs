@@ -24,6 +24,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::access_log::{Sink, WorkerLog};
 use crate::config::{Config, DownstreamLimits, IoDriver};
 use crate::connection;
 use crate::cors::CorsPolicy;
@@ -50,6 +51,8 @@ pub struct WorkerContext {
     pub draining: Cell<bool>,
     /// Wakes idle keep-alive connections when the drain begins, so they close at once.
     pub drain_started: tokio::sync::Notify,
+    /// This worker's access log buffer, when the log is on.
+    pub access_log: std::cell::RefCell<Option<WorkerLog>>,
     /// This worker's per-endpoint view, republished by `housekeeping` for readers off the
     /// worker (the admin page); the request path never touches it.
     pub endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
@@ -79,6 +82,9 @@ async fn housekeeping(context: Rc<WorkerContext>) {
         context.reconcile(&context.directory.snapshot());
         if tick % 4 == 0 {
             context.endpoint_stats.store(Arc::new(context.pool.stats()));
+        }
+        if let Some(log) = context.access_log.borrow_mut().as_mut() {
+            log.hand_over();
         }
         monoio::time::sleep(HOUSEKEEPING_INTERVAL).await;
     }
@@ -158,6 +164,7 @@ struct WorkerShared {
     health: Arc<HealthTable>,
     endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
     stats: Arc<WorkerStats>,
+    access_log: Option<Sink>,
 }
 
 /// What readers off the workers (the admin page) may look at: published snapshots and
@@ -224,6 +231,7 @@ impl Server {
         } else {
             Vec::new()
         };
+        let access_log_sink = Sink::start(&config.access_log)?;
         let health = Arc::new(HealthTable::default());
         let health_checker = health::spawn(
             config.health_config(),
@@ -244,6 +252,7 @@ impl Server {
             worker_stats.push(endpoint_stats.clone());
             let stats = Arc::new(WorkerStats::default());
             counters.push(stats.clone());
+            let access_log = access_log_sink.clone();
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let handle = std::thread::Builder::new()
                 .name(format!("ringway-w{index}"))
@@ -267,6 +276,7 @@ impl Server {
                             health,
                             endpoint_stats,
                             stats,
+                            access_log,
                         },
                         stop_rx,
                     );
@@ -413,6 +423,7 @@ fn run_worker(
         health,
         endpoint_stats,
         stats,
+        access_log,
     } = shared;
     let context = Rc::new(WorkerContext {
         index,
@@ -428,6 +439,9 @@ fn run_worker(
         stats,
         draining: Cell::new(false),
         drain_started: tokio::sync::Notify::new(),
+        access_log: std::cell::RefCell::new(
+            access_log.map(|sink| WorkerLog::new(sink, config.access_log_format)),
+        ),
     });
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     match driver {
@@ -476,6 +490,9 @@ async fn accept_loop(
     }
     drop(listener);
     drain(&context, drain_timeout).await;
+    if let Some(log) = context.access_log.borrow_mut().as_mut() {
+        log.hand_over();
+    }
     Ok(())
 }
 
