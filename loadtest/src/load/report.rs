@@ -186,13 +186,8 @@ impl Report {
             .max()
             .unwrap_or(0)
             .max(24);
-        let _ = writeln!(
-            out,
-            "  per pod ({}){:pad$}  calls     share",
-            self.config.backend_header,
-            "",
-            pad = width.saturating_sub(self.config.backend_header.len() + 10) + 6
-        );
+        let _ = writeln!(out, "  per pod ({})", self.config.backend_header);
+        let _ = writeln!(out, "    {:<width$} {:>14}  {:>7}", "pod", "calls", "share");
         for (pod, n) in &self.per_pod {
             let _ = writeln!(
                 out,

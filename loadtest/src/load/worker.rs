@@ -236,11 +236,13 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
                 if local.should_stop(now) {
                     return;
                 }
-                // Coordinated omission: latency counts from the intended send time, unless the
-                // connection was idle and only the timer was late (see TIMER_SLACK).
-                match now.checked_sub(TIMER_SLACK) {
-                    Some(forgiven) if slept => intended.max(forgiven),
-                    _ => intended,
+                // Coordinated omission: latency counts from the intended send time, so a call
+                // delayed by a slow previous one is charged for the wait. When the connection
+                // was idle and only the timer fired late, up to TIMER_SLACK of that is forgiven.
+                if slept {
+                    now.min(intended + TIMER_SLACK)
+                } else {
+                    intended
                 }
             }
         };
