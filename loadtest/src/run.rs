@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use ringway_load::load::{self, CallKind, LoadConfig, Mode, Snapshot};
+use ringway_load::load::{self, CallKind, IoDriver, LoadConfig, Mode, Snapshot};
 
 /// Exit code when `--check-balance` fails (1 is left to errors that stop the run).
 pub const EXIT_IMBALANCED: i32 = 3;
@@ -83,6 +83,16 @@ pub struct RunArgs {
     /// Write an SVG chart of each pod's share over time to this file [default: none].
     #[arg(long, env = "RINGWAY_LOAD_RUN_CHART")]
     chart: Option<PathBuf>,
+    /// io driver of the load threads: auto (io_uring if available, else epoll), uring, epoll.
+    #[arg(long, env = "RINGWAY_LOAD_RUN_IO_DRIVER", value_enum, default_value_t = DriverArg::Auto)]
+    io_driver: DriverArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DriverArg {
+    Auto,
+    Uring,
+    Epoll,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -189,6 +199,11 @@ fn config(args: &RunArgs) -> anyhow::Result<LoadConfig> {
         backend_header: args.backend_header.clone(),
         window: args.window,
         call_timeout: args.call_timeout,
+        io_driver: match args.io_driver {
+            DriverArg::Auto => IoDriver::Auto,
+            DriverArg::Uring => IoDriver::Uring,
+            DriverArg::Epoll => IoDriver::Epoll,
+        },
     };
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)

@@ -61,6 +61,7 @@ pub(crate) fn build(
             backend_header: config.backend_header.clone(),
             window_s: config.window.as_secs_f64(),
             call_timeout_s: config.call_timeout.as_secs_f64(),
+            io_driver: config.io_driver,
         },
         duration,
         calls_ok: tally.calls_ok,

@@ -19,12 +19,12 @@ use hdrhistogram::Histogram;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio::{FusionDriver, RuntimeBuilder};
+use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::debug;
 
 use super::stats::{self, Tally};
 use super::wire::{self, ErrorKind, Progress, ResponseParser};
-use super::{lock, LoadConfig, Shared, STOP_GRACE};
+use super::{lock, IoDriver, LoadConfig, Shared, STOP_GRACE};
 
 /// How often a thread moves its counters into the shared tally the snapshot reads.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -118,18 +118,6 @@ pub(crate) fn run(
     started: Instant,
     ready: Sender<io::Result<()>>,
 ) -> WorkerResult {
-    let runtime = RuntimeBuilder::<FusionDriver>::new().enable_timer().build();
-    let mut runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            let _ = ready.send(Err(error));
-            return WorkerResult {
-                histogram: stats::latency_histogram(),
-                ended_at: Instant::now(),
-            };
-        }
-    };
-    let _ = ready.send(Ok(()));
     let deadline = plan.config.duration.map(|duration| started + duration);
     let local = Rc::new(Local {
         request: Bytes::copy_from_slice(&plan.request),
@@ -142,7 +130,37 @@ pub(crate) fn run(
         tally: RefCell::new(Tally::default()),
         histogram: RefCell::new(stats::latency_histogram()),
     });
-    runtime.block_on(thread_main(index, local))
+    // Each arm builds its own runtime type; the thread's future is the same.
+    let result = match local.plan.config.io_driver {
+        IoDriver::Auto => RuntimeBuilder::<FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| {
+                let _ = ready.send(Ok(()));
+                runtime.block_on(thread_main(index, local.clone()))
+            }),
+        IoDriver::Uring => RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| {
+                let _ = ready.send(Ok(()));
+                runtime.block_on(thread_main(index, local.clone()))
+            }),
+        IoDriver::Epoll => RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| {
+                let _ = ready.send(Ok(()));
+                runtime.block_on(thread_main(index, local.clone()))
+            }),
+    };
+    result.unwrap_or_else(|error| {
+        let _ = ready.send(Err(error));
+        WorkerResult {
+            histogram: stats::latency_histogram(),
+            ended_at: Instant::now(),
+        }
+    })
 }
 
 async fn thread_main(index: usize, local: Rc<Local>) -> WorkerResult {
@@ -232,10 +250,12 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
                     monoio::time::sleep_until(intended.into()).await;
                     slept = true;
                 }
-                let now = Instant::now();
-                if local.should_stop(now) {
+                // A call due before the deadline is sent even if the timer woke after it (a
+                // loaded machine); only an explicit stop cancels it.
+                if local.shared.stop.load(Ordering::Relaxed) {
                     return;
                 }
+                let now = Instant::now();
                 // Coordinated omission: latency counts from the intended send time, so a call
                 // delayed by a slow previous one is charged for the wait. When the connection
                 // was idle and only the timer fired late, up to TIMER_SLACK of that is forgiven.
