@@ -151,15 +151,19 @@ impl Report {
         let _ = writeln!(out, "  connects     {:>14}", count(self.connects));
         let _ = writeln!(out);
         let l = &self.latency_us;
-        let _ = writeln!(
-            out,
-            "  latency (successful calls)  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-            micros(l.p50),
-            micros(l.p90),
-            micros(l.p99),
-            micros(l.p999),
-            micros(l.max)
-        );
+        if self.calls_ok == 0 {
+            let _ = writeln!(out, "  latency: no successful calls");
+        } else {
+            let _ = writeln!(
+                out,
+                "  latency (successful calls)  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                micros(l.p50),
+                micros(l.p90),
+                micros(l.p99),
+                micros(l.p999),
+                micros(l.max)
+            );
+        }
         if !self.errors_by_kind.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(out, "  errors by kind");
