@@ -115,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             bail!("--check-balance must be a ratio of at least 1.0");
         }
     }
+    raise_open_files_limit(config.connections as u64 + OPEN_FILES_SPARE);
     install_interrupt_handler()?;
     let handle = load::start(config.clone()).context("starting the load")?;
     let progress = std::io::stderr().is_terminal();
@@ -268,6 +269,35 @@ fn parse_metadata(text: &str) -> Result<(String, String), String> {
     let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
     load::wire::check_metadata(&name, &value)?;
     Ok((name, value))
+}
+
+/// File descriptors wanted beyond one per connection (stdio, io_uring rings, output files).
+const OPEN_FILES_SPARE: u64 = 64;
+
+/// Raises the soft open-files limit towards `wanted` (up to the hard limit), so 10 000
+/// connections do not fail as `connect` errors (EMFILE) under the usual soft limit of 1024.
+fn raise_open_files_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    if limit.rlim_cur < wanted {
+        eprintln!(
+            "warning: open files limited to {} (hard limit); some of the connections will fail \
+             as `connect` errors; raise it with ulimit -n",
+            limit.rlim_cur
+        );
+    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -572,12 +572,12 @@ fn judge_inner(
     };
     // "application/grpc-web-text" also starts with "application/grpc-web", so check the
     // character after the prefix: end, '+' (subtype) or ';' (parameters).
-    let type_ok = content_type.len() >= expected.len()
-        && content_type[..expected.len()].eq_ignore_ascii_case(expected)
-        && matches!(
-            content_type.as_bytes().get(expected.len()),
-            None | Some(b'+' | b';')
-        );
+    // Compared as bytes: slicing the str could split a multi-byte character.
+    let content_type = content_type.as_bytes();
+    let type_ok = content_type
+        .get(..expected.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(expected.as_bytes()))
+        && matches!(content_type.get(expected.len()), None | Some(b'+' | b';'));
     if !type_ok {
         return Err(ErrorKind::Malformed);
     }
@@ -964,6 +964,9 @@ mod tests {
     fn wrong_content_type_is_malformed() {
         let body = ok_body();
         for content_type in [
+            // Found by fuzzing: a multi-byte character across the prefix's end.
+            "applicatio./grpc-web+pro\u{513}ength",
+            "application/grpc-w\u{e9}b",
             "text/plain",
             "application/grpc",
             "application/grpc-webx",
@@ -976,7 +979,14 @@ mod tests {
                 ),
                 &body,
             );
-            assert_eq!(binary(&raw), Err(ErrorKind::Malformed), "{content_type:?}");
+            for mode in [Mode::Binary, Mode::Text] {
+                let result = verdict(&raw, mode, CallKind::Unary).result;
+                assert_eq!(
+                    result,
+                    Err(ErrorKind::Malformed),
+                    "{content_type:?} {mode:?}"
+                );
+            }
         }
         // Binary body labelled text and the reverse.
         let raw = response(&grpc_head(body.len()), &body);
