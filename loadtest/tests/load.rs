@@ -472,10 +472,12 @@ fn stop_ends_an_endless_run_and_snapshot_is_live() {
         ..responder.config()
     };
     let handle = load::start(config).unwrap();
-    std::thread::sleep(Duration::from_millis(350));
+    std::thread::sleep(Duration::from_millis(550));
     let snapshot = handle.snapshot();
     assert!(snapshot.calls_ok > 0);
-    assert_eq!(snapshot.windows.len(), 3, "three 100 ms windows completed");
+    // Windows are listed once the threads' 200 ms flush lag has passed after their end.
+    assert_eq!(snapshot.windows.len(), 3, "three 100 ms windows settled");
+    assert!(snapshot.windows.iter().all(|w| w.calls_ok > 0));
     assert_eq!(snapshot.per_pod.len(), 2);
     let stopped = Instant::now();
     handle.stop();
@@ -483,7 +485,7 @@ fn stop_ends_an_endless_run_and_snapshot_is_live() {
     assert!(stopped.elapsed() < Duration::from_millis(1500));
     assert!(report.calls_ok >= snapshot.calls_ok);
     assert!(
-        (0.3..0.5).contains(&report.duration.as_secs_f64()),
+        (0.5..0.7).contains(&report.duration.as_secs_f64()),
         "{:?}",
         report.duration
     );

@@ -289,11 +289,14 @@ pub fn start(config: LoadConfig) -> io::Result<LoadHandle> {
 }
 
 impl LoadHandle {
-    /// Totals so far and the windows completed so far (workers flush every
-    /// [`worker::FLUSH_INTERVAL`], so the totals lag by at most that).
+    /// Totals so far and the windows completed so far (threads flush every 100 ms, so the
+    /// totals lag by about that, and a window is listed once that lag has passed after its end).
     pub fn snapshot(&self) -> Snapshot {
         let elapsed = self.started.elapsed();
-        let completed = (elapsed.as_nanos() / self.config.window.as_nanos()) as u64;
+        // A window is complete once its end is older than the threads' flush lag (twice the
+        // interval, for a thread that is late to its tick); before that its counts still grow.
+        let settled = elapsed.saturating_sub(worker::FLUSH_INTERVAL * 2);
+        let completed = (settled.as_nanos() / self.config.window.as_nanos()) as u64;
         let completed = match self.config.duration {
             Some(duration) => completed.min(stats::window_count(duration, self.config.window)),
             None => completed,
