@@ -209,13 +209,37 @@ struct Conn {
     read_buffer: Vec<u8>,
     parser: ResponseParser,
     scratch: Vec<u8>,
+    /// The last call's pod name, reused across calls so naming a pod allocates nothing.
+    pod: String,
     connect_backoff: Duration,
 }
 
-/// What a call attempt came to, before accounting.
+/// Copies `pod` into the connection's buffer; says whether there was one.
+fn keep_pod(buffer: &mut String, pod: Option<&str>) -> bool {
+    buffer.clear();
+    match pod {
+        Some(pod) => {
+            buffer.push_str(pod);
+            true
+        }
+        None => false,
+    }
+}
+
+/// What a call attempt came to, before accounting; the pod's name, when `named_pod`, is in
+/// [`Conn::pod`].
 struct Attempt {
     result: Result<(), ErrorKind>,
-    pod: Option<String>,
+    named_pod: bool,
+}
+
+impl Attempt {
+    fn failed(kind: ErrorKind) -> Attempt {
+        Attempt {
+            result: Err(kind),
+            named_pod: false,
+        }
+    }
 }
 
 async fn connection_loop(connection: usize, local: Rc<Local>) {
@@ -225,6 +249,7 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
         read_buffer: Vec::with_capacity(READ_BUFFER_BYTES),
         parser: ResponseParser::new(&config.backend_header),
         scratch: Vec::new(),
+        pod: String::new(),
         connect_backoff: CONNECT_BACKOFF_MIN,
     };
     let mut call_number: u64 = 0;
@@ -275,10 +300,7 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
                 Err(_) => {
                     // The connection is mid-response; it cannot carry another call.
                     conn.stream = None;
-                    Attempt {
-                        result: Err(ErrorKind::Timeout),
-                        pod: None,
-                    }
+                    Attempt::failed(ErrorKind::Timeout)
                 }
             };
         local.in_flight.set(local.in_flight.get() - 1);
@@ -289,10 +311,11 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
             stats::record_latency(&mut local.histogram.borrow_mut(), finished - measured_from);
         }
         let error_name = error.map(|kind| kind.name());
-        local
-            .tally
-            .borrow_mut()
-            .record(window, error_name.as_deref(), attempt.pod.as_deref());
+        local.tally.borrow_mut().record(
+            window,
+            error_name.as_deref(),
+            attempt.named_pod.then_some(conn.pod.as_str()),
+        );
         if error == Some(ErrorKind::Connect) {
             let backoff = conn.connect_backoff;
             conn.connect_backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
@@ -316,10 +339,7 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
                 }
                 Err(error) => {
                     debug!(target = %local.plan.config.target, %error, "connect failed");
-                    return Attempt {
-                        result: Err(ErrorKind::Connect),
-                        pod: None,
-                    };
+                    return Attempt::failed(ErrorKind::Connect);
                 }
             }
         }
@@ -339,7 +359,7 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
                 );
                 return Attempt {
                     result: verdict.result,
-                    pod: verdict.pod,
+                    named_pod: keep_pod(&mut conn.pod, verdict.pod),
                 };
             }
             Exchange::ClosedIdle if reused && attempt == 0 => {
@@ -347,25 +367,19 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
             }
             Exchange::ClosedIdle => {
                 conn.stream = None;
-                return Attempt {
-                    result: Err(ErrorKind::Io),
-                    pod: None,
-                };
+                return Attempt::failed(ErrorKind::Io);
             }
             Exchange::Failed(kind) => {
                 conn.stream = None;
                 return Attempt {
                     result: Err(kind),
-                    pod: conn.parser.head().pod.clone(),
+                    named_pod: keep_pod(&mut conn.pod, conn.parser.head().pod.as_deref()),
                 };
             }
         }
     }
     // Both attempts ended in ClosedIdle on a fresh connection, which returns above.
-    Attempt {
-        result: Err(ErrorKind::Io),
-        pod: None,
-    }
+    Attempt::failed(ErrorKind::Io)
 }
 
 async fn connect(local: &Local) -> io::Result<TcpStream> {
