@@ -1,5 +1,5 @@
-//! The `ringway-load` command line: one subcommand per role (`backend` and `dns` today; the
-//! load generator, the pod harness and scenarios slot in as further subcommands).
+//! The `ringway-load` command line: one subcommand per role (`backend`, `dns` and the load
+//! generator `run`; the pod harness and scenarios slot in as further subcommands).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringway_load::backend::{Backend, BackendConfig};
 use ringway_load::dns::{DnsServer, DnsServerConfig};
+
+mod run;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,6 +27,9 @@ enum Command {
     Backend(BackendArgs),
     /// Serve authoritative DNS over UDP and TCP on one port until SIGINT or SIGTERM.
     Dns(DnsArgs),
+    /// Load a gRPC-Web target over HTTP/1.1 and report throughput, latency, errors and the
+    /// distribution of calls over backend pods.
+    Run(run::RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +191,10 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Backend(args) => run_backend(args),
         Command::Dns(args) => run_dns(args),
+        Command::Run(args) => {
+            let code = run::run(args)?;
+            std::process::exit(code)
+        }
     }
 }
 
