@@ -5,4 +5,5 @@
 //! (`ringway-load backend …`) and the same DNS server (`ringway-load dns …`).
 
 pub mod backend;
+pub mod checks;
 pub mod dns;
