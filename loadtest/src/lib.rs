@@ -7,3 +7,4 @@
 pub mod backend;
 pub mod checks;
 pub mod dns;
+pub mod pods;
