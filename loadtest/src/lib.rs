@@ -8,3 +8,4 @@ pub mod backend;
 pub mod checks;
 pub mod dns;
 pub mod pods;
+pub mod proxy;
