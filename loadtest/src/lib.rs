@@ -2,10 +2,12 @@
 //!
 //! ringway's integration tests start [`backend::Backend`]s and a [`dns::DnsServer`]
 //! in-process; the `ringway-load` binary runs the same backend as a standalone pod
-//! (`ringway-load backend …`) and the same DNS server (`ringway-load dns …`).
+//! (`ringway-load backend …`), the same DNS server (`ringway-load dns …`) and the load
+//! generator (`ringway-load run …`, library API in [`load`]).
 
 pub mod backend;
 pub mod checks;
 pub mod dns;
+pub mod load;
 pub mod pods;
 pub mod proxy;
