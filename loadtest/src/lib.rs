@@ -11,3 +11,4 @@ pub mod dns;
 pub mod load;
 pub mod pods;
 pub mod proxy;
+pub mod scenario;
