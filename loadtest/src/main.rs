@@ -1,5 +1,5 @@
-//! The `ringway-load` command line: one subcommand per role (`backend` and `dns` today; the
-//! load generator, the pod harness and scenarios slot in as further subcommands).
+//! The `ringway-load` command line: one subcommand per role (`backend`, `dns` and the load
+//! generator `run`; the pod harness and scenarios slot in as further subcommands).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use ringway_load::backend::{Backend, BackendConfig};
 use ringway_load::dns::{DnsServer, DnsServerConfig};
 use ringway_load::pods::{self, PodSet, PodSetConfig};
+
+mod run;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +32,9 @@ enum Command {
     /// and a DNS server answering the Service name with the live pods; scale them from stdin
     /// (`scale 5`, `kill pod-2`, `ttl 1`, `status`, `quit`) until SIGINT or SIGTERM.
     Pods(PodsArgs),
+    /// Load a gRPC-Web target over HTTP/1.1 and report throughput, latency, errors and the
+    /// distribution of calls over backend pods.
+    Run(run::RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -263,6 +268,10 @@ fn main() -> anyhow::Result<()> {
         Command::Backend(args) => run_backend(args),
         Command::Dns(args) => run_dns(args),
         Command::Pods(args) => run_pods(args),
+        Command::Run(args) => {
+            let code = run::run(args)?;
+            std::process::exit(code)
+        }
     }
 }
 
