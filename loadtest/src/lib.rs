@@ -7,8 +7,10 @@
 
 pub mod backend;
 pub mod checks;
+pub mod demo;
 pub mod dns;
 pub mod load;
 pub mod pods;
 pub mod proxy;
 pub mod scenario;
+pub mod stop;
