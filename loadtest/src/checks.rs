@@ -46,6 +46,10 @@ pub struct Step {
     pub removed: Vec<String>,
     /// When the proxy first asked DNS after the change, if it did during the step.
     pub visible_at: Option<Duration>,
+    /// Calls each removed pod itself received from `removal_slack` after `visible_at` to the
+    /// step's end, when the pods were asked; more precise than the load's windows, which
+    /// count calls when they finish and by the `x-backend` of the answer.
+    pub removed_pod_calls: Option<BTreeMap<String, u64>>,
 }
 
 /// Tolerances of the checks.
@@ -263,7 +267,10 @@ fn check_removed_idle(
         .iter()
         .filter(|sample| sample.start >= from && sample.start < step.end)
         .collect();
-    let counts = sum_per_pod(&after);
+    let (counts, counted_by) = match &step.removed_pod_calls {
+        Some(counts) => (counts.clone(), "counted by the pods"),
+        None => (sum_per_pod(&after), "answers seen by the load"),
+    };
     let late: Vec<String> = step
         .removed
         .iter()
@@ -278,7 +285,8 @@ fn check_removed_idle(
     let calls: u64 = step.removed.iter().filter_map(|pod| counts.get(pod)).sum();
     let removed = step.removed.join(", ");
     let detail = format!(
-        "removed {removed} at {}; visible at {} ({how}); calls to them from {} to {}: {}",
+        "removed {removed} at {}; visible at {} ({how}); calls to them from {} to {} \
+         ({counted_by}): {}",
         secs(step.at),
         secs(visible),
         secs(from),
@@ -404,6 +412,7 @@ mod tests {
                 live: three,
                 removed: vec![],
                 visible_at: None,
+                removed_pod_calls: None,
             },
             Step {
                 at: ms(4000),
@@ -411,6 +420,7 @@ mod tests {
                 live: six,
                 removed: vec![],
                 visible_at: Some(ms(4000) + lag),
+                removed_pod_calls: None,
             },
             Step {
                 at: ms(8000),
@@ -418,6 +428,7 @@ mod tests {
                 live: pods(&["pod-1", "pod-2"]),
                 removed: pods(&["pod-3", "pod-4", "pod-5", "pod-6"]),
                 visible_at: Some(ms(8000) + lag),
+                removed_pod_calls: None,
             },
         ]
     }
@@ -561,6 +572,25 @@ mod tests {
         assert!(message.contains("visible at 8.2s"), "{message}");
         assert!(message.contains("pod-5 got 1"), "{message}");
         assert_eq!(evaluation.steps[2].calls_to_removed_after_visible, 1);
+    }
+
+    #[test]
+    fn calls_counted_by_the_removed_pods_decide_when_present() {
+        let mut steps = timeline(ms(200));
+        let mut samples = run(&steps, even(&steps));
+        // The load saw a late answer from pod-5, but the pods say no call arrived: in flight.
+        samples[40].per_pod.insert("pod-5".into(), 1);
+        steps[2].removed_pod_calls = Some(BTreeMap::from([("pod-5".into(), 0)]));
+        let evaluation = evaluate(&samples, &steps, &params());
+        assert!(evaluation.passed(), "{:#?}", evaluation.verdicts);
+        steps[2].removed_pod_calls = Some(BTreeMap::from([("pod-3".into(), 4)]));
+        let evaluation = evaluate(&samples, &steps, &params());
+        let message = evaluation.failures().next().unwrap().to_string();
+        assert!(
+            message.contains("(counted by the pods): pod-3 got 4"),
+            "{message}"
+        );
+        assert_eq!(evaluation.steps[2].calls_to_removed_after_visible, 4);
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub struct ScaleArgs {
     /// Allowed deviation of a live pod's share from fair, relative to fair.
     #[arg(long, env = "RINGWAY_SCENARIO_SHARE_TOLERANCE", default_value_t = 0.10)]
     share_tolerance: f64,
+    /// Time after the proxy's first DNS query following a removal during which the removed
+    /// pods may still receive calls, in milliseconds (the pods' latency is added).
+    #[arg(long, env = "RINGWAY_SCENARIO_REMOVAL_SLACK_MS", default_value_t = 500)]
+    removal_slack_ms: u64,
     /// Output directory for report.txt, scenario.json, load.json, chart.svg, the proxy's log
     /// and config [default: scenario-out/<proxy>].
     #[arg(long, env = "RINGWAY_SCENARIO_OUT")]
@@ -158,6 +162,7 @@ impl ScaleArgs {
         config.rate = (self.rate > 0.0).then_some(self.rate);
         config.window = Duration::from_millis(self.window_ms);
         config.share_tolerance = self.share_tolerance;
+        config.removal_slack_ms = self.removal_slack_ms;
         config.backend = self.knobs.backend_config();
         Ok(config)
     }

@@ -128,6 +128,7 @@ pub struct PodSet {
 /// A pod waiting out its grace period on its own thread. Dropping `cut_short` ends the wait.
 struct Termination {
     name: String,
+    handle: Arc<BackendHandle>,
     cut_short: mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
@@ -183,6 +184,15 @@ impl PodSet {
             .filter(|termination| !termination.thread.is_finished())
             .map(|termination| termination.name.clone())
             .collect()
+    }
+
+    /// The counters of a live or terminating pod (also after its shutdown, until the next
+    /// scale forgets finished terminations).
+    pub fn stats_of(&self, name: &str) -> Option<BackendStats> {
+        let live = self.live.values().find(|pod| pod.name == name);
+        let terminating = self.terminating.iter().find(|t| t.name == name);
+        live.map(|pod| pod.handle.stats())
+            .or_else(|| terminating.map(|t| t.handle.stats()))
     }
 
     pub fn set_ttl(&mut self, ttl_s: u32) -> io::Result<()> {
@@ -280,6 +290,7 @@ impl PodSet {
         match spawned {
             Ok(thread) => self.terminating.push(Termination {
                 name: pod.name,
+                handle: pod.handle,
                 cut_short,
                 thread,
             }),

@@ -13,6 +13,7 @@
 //! load, proxy, pods and DNS. A failed check, an error, a panic or the `interrupted` flag
 //! (set on SIGINT/SIGTERM by the caller) all end the run that way.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,9 +38,6 @@ pub const STEP_MAX: Duration = Duration::from_secs(3600);
 const TICK_MS: u64 = 10;
 /// How long the proxy may take to serve its first call.
 const PROXY_READY_TIMEOUT_S: u64 = 20;
-/// Time after a removal became visible for calls in flight to finish, on top of the pods'
-/// latency.
-const REMOVAL_SLACK_MS: u64 = 250;
 
 /// A scenario run. [`ScenarioConfig::new`] gives the defaults of `ringway-load scenario scale`.
 #[derive(Clone, Debug)]
@@ -75,6 +73,9 @@ pub struct ScenarioConfig {
     pub window: Duration,
     /// Allowed deviation from the fair share, relative (0.10 = 10%).
     pub share_tolerance: f64,
+    /// Time after the proxy's DNS query during which calls may still reach a removed pod
+    /// (the proxy applying the answer); the pods' latency is added for calls in flight.
+    pub removal_slack_ms: u64,
     /// The pods' behaviour (latency, error rate, response size).
     pub backend: BackendConfig,
     pub out_dir: PathBuf,
@@ -101,6 +102,7 @@ impl ScenarioConfig {
             rate: Some(2_000.0),
             window: Duration::from_millis(250),
             share_tolerance: 0.10,
+            removal_slack_ms: 500,
             backend: BackendConfig::default(),
             out_dir: PathBuf::from("scenario-out"),
         }
@@ -109,6 +111,11 @@ impl ScenarioConfig {
     /// One refresh interval plus one second: when shares must be fair after a change.
     pub fn settle(&self) -> Duration {
         Duration::from_millis(self.refresh_interval_ms) + Duration::from_secs(1)
+    }
+
+    /// [`ScenarioConfig::removal_slack_ms`] plus the pods' latency.
+    pub fn removal_slack(&self) -> Duration {
+        Duration::from_millis(self.removal_slack_ms + self.backend.latency_ms)
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -198,7 +205,7 @@ pub fn run(config: &ScenarioConfig, interrupted: &AtomicBool) -> anyhow::Result<
     let params = CheckParams {
         settle: config.settle(),
         share_tolerance: config.share_tolerance,
-        removal_slack: Duration::from_millis(REMOVAL_SLACK_MS + config.backend.latency_ms),
+        removal_slack: config.removal_slack(),
     };
     let evaluation = checks::evaluate(&samples, &steps, &params);
     let outcome = Outcome {
@@ -288,6 +295,7 @@ fn follow_timeline(
     let clock = |instant: Instant| instant.saturating_duration_since(base);
     let mut steps: Vec<Step> = Vec::with_capacity(config.timeline.len());
     for (index, count) in config.timeline.iter().enumerate() {
+        let mut removed_before = BTreeMap::new();
         let step_end = config.step * (index as u32 + 1);
         let mut step = if index == 0 {
             Step {
@@ -305,12 +313,30 @@ fn follow_timeline(
                 removed: change.removed,
                 ..Step::default()
             };
-            step.visible_at =
-                watch_for_query(pods, queries_before, base + step_end, interrupted)?.map(clock);
+            let visible = watch_for_query(pods, queries_before, base + step_end, interrupted)?;
+            step.visible_at = visible.map(clock);
+            // From the removal's visibility (plus slack) on, what the removed pods receive.
+            let counted_from = visible.map(|visible| visible + config.removal_slack());
+            if let Some(from) = counted_from.filter(|from| *from < base + step_end) {
+                sleep_until(from, interrupted)?;
+                removed_before = calls_started(pods, &step.removed);
+            }
             step
         };
         sleep_until(base + step_end, interrupted)?;
         step.end = step_end;
+        if !removed_before.is_empty() {
+            let after = calls_started(pods, &step.removed);
+            step.removed_pod_calls = Some(
+                after
+                    .iter()
+                    .map(|(pod, calls)| {
+                        let before = removed_before.get(pod).copied().unwrap_or(*calls);
+                        (pod.clone(), calls.saturating_sub(before))
+                    })
+                    .collect(),
+            );
+        }
         let snapshot = load.snapshot();
         say(&format!(
             "step {index}: {} pods from {}{}; {} calls ok, {} failed so far",
@@ -328,6 +354,14 @@ fn follow_timeline(
         steps.push(step);
     }
     Ok(steps)
+}
+
+/// Calls each named pod has received so far.
+fn calls_started(pods: &PodSet, names: &[String]) -> BTreeMap<String, u64> {
+    names
+        .iter()
+        .filter_map(|name| Some((name.clone(), pods.stats_of(name)?.calls_started)))
+        .collect()
 }
 
 /// Polls the DNS counter until the Service is asked again; returns when, or `None` if not
@@ -390,6 +424,7 @@ struct ScenarioJson<'a> {
     termination_grace_ms: u64,
     settle_s: f64,
     share_tolerance: f64,
+    removal_slack_s: f64,
     passed: bool,
     calls_ok: u64,
     errors: u64,
@@ -457,6 +492,7 @@ fn write_outputs(config: &ScenarioConfig, outcome: &Outcome) -> anyhow::Result<(
         termination_grace_ms: config.termination_grace_ms,
         settle_s: config.settle().as_secs_f64(),
         share_tolerance: config.share_tolerance,
+        removal_slack_s: config.removal_slack().as_secs_f64(),
         passed: outcome.evaluation.passed(),
         calls_ok: outcome.report.calls_ok,
         errors: outcome.report.errors,
