@@ -64,6 +64,14 @@ pub struct ScaleArgs {
     /// Envoy's dns_refresh_rate); shares must be fair this + 1 s after a change.
     #[arg(long, env = "RINGWAY_SCENARIO_REFRESH_MS", default_value_t = 1_000)]
     refresh_ms: u64,
+    /// Apply each change exactly on the step boundary instead of a random part of one refresh
+    /// interval later (by default the phase of the proxy's refresh cycle is randomised).
+    #[arg(
+        long,
+        env = "RINGWAY_SCENARIO_NO_PHASE_JITTER",
+        default_value_t = false
+    )]
+    no_phase_jitter: bool,
     /// Make the proxy follow the record TTL (ringway --dns-respect-ttl, Envoy respect_dns_ttl).
     #[arg(long, env = "RINGWAY_SCENARIO_RESPECT_TTL", default_value_t = false)]
     respect_ttl: bool,
@@ -146,6 +154,7 @@ impl ScaleArgs {
         config.timeline = self.timeline;
         config.step = self.step;
         config.refresh_interval_ms = self.refresh_ms;
+        config.phase_jitter = !self.no_phase_jitter;
         config.respect_ttl = self.respect_ttl;
         config.ttl_s = self.ttl_s;
         config.termination_grace_ms = self

@@ -48,6 +48,11 @@ pub struct ScenarioConfig {
     pub step: Duration,
     /// The proxy's DNS refresh interval.
     pub refresh_interval_ms: u64,
+    /// Delay each change by a random part of one refresh interval, so the change does not
+    /// fall at the same point of the proxy's refresh cycle in every step and every run (a
+    /// proxy refreshing on a fixed period from its start would otherwise always see the
+    /// change after the same, arbitrary delay).
+    pub phase_jitter: bool,
     /// Have the proxy follow the record TTL instead.
     pub respect_ttl: bool,
     /// TTL of the Service's records.
@@ -88,6 +93,7 @@ impl ScenarioConfig {
             timeline: vec![3, 6, 2],
             step: Duration::from_secs(10),
             refresh_interval_ms: 1_000,
+            phase_jitter: true,
             respect_ttl: false,
             ttl_s: 1,
             termination_grace_ms: 3_000,
@@ -132,12 +138,17 @@ impl ScenarioConfig {
         if self.step.is_zero() || self.step > STEP_MAX {
             return Err(format!("the step must be between 0 and {STEP_MAX:?}"));
         }
-        if self.step <= self.settle() + self.window {
+        let jitter_max = if self.phase_jitter {
+            Duration::from_millis(self.refresh_interval_ms)
+        } else {
+            Duration::ZERO
+        };
+        if self.step <= self.settle() + self.window + jitter_max {
             return Err(format!(
                 "a step of {:?} leaves nothing to judge: it must exceed the refresh interval \
-                 + 1 s + one window ({:?})",
+                 + 1 s + one window, + one more refresh interval with phase jitter ({:?})",
                 self.step,
-                self.settle() + self.window
+                self.settle() + self.window + jitter_max
             ));
         }
         if !(self.share_tolerance > 0.0 && self.share_tolerance < 1.0) {
@@ -303,7 +314,11 @@ fn follow_timeline(
                 ..Step::default()
             }
         } else {
-            sleep_until(base + config.step * index as u32, interrupted)?;
+            let jitter = match config.phase_jitter {
+                true => Duration::from_millis(random_below(config.refresh_interval_ms)),
+                false => Duration::ZERO,
+            };
+            sleep_until(base + config.step * index as u32 + jitter, interrupted)?;
             let queries_before = pods.dns().stats().queries_for(pods.service()).total();
             let change = pods.scale(*count)?;
             let at = clock(change.published_at.unwrap_or_else(Instant::now));
@@ -354,6 +369,14 @@ fn follow_timeline(
         steps.push(step);
     }
     Ok(steps)
+}
+
+/// A random number below `bound` (0 for 0), from the standard library's randomly keyed hasher.
+fn random_below(bound: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish().checked_rem(bound).unwrap_or(0)
 }
 
 /// Calls each named pod has received so far.
@@ -419,6 +442,7 @@ struct ScenarioJson<'a> {
     timeline: &'a [usize],
     step_s: f64,
     refresh_interval_ms: u64,
+    phase_jitter: bool,
     respect_ttl: bool,
     ttl_s: u32,
     termination_grace_ms: u64,
@@ -487,6 +511,7 @@ fn write_outputs(config: &ScenarioConfig, outcome: &Outcome) -> anyhow::Result<(
         timeline: &config.timeline,
         step_s: config.step.as_secs_f64(),
         refresh_interval_ms: config.refresh_interval_ms,
+        phase_jitter: config.phase_jitter,
         respect_ttl: config.respect_ttl,
         ttl_s: config.ttl_s,
         termination_grace_ms: config.termination_grace_ms,
