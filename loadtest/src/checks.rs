@@ -16,7 +16,8 @@
 //! - **removed pods idle**: a pod removed from DNS gets no calls in windows that start once the
 //!   removal is visible (the proxy's first DNS query after the change, or `settle` after the
 //!   change when the proxy never asked) plus `removal_slack` for calls already in flight.
-//! - **no failed calls**: no window starting in the step counted an error.
+//! - **no failed calls**: no window of the step counted an error (a window a change falls into
+//!   counts for the step that change starts).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -151,7 +152,7 @@ pub fn evaluate(samples: &[Sample], steps: &[Step], params: &CheckParams) -> Eva
     for (index, step) in steps.iter().enumerate() {
         let in_step: Vec<&Sample> = samples
             .iter()
-            .filter(|sample| sample.start >= step.at && sample.start < step.end)
+            .filter(|sample| step_of(steps, sample) == Some(index))
             .collect();
         let (balance, shares) = check_balance(index, step, samples, params);
         let (removed, calls_to_removed) = check_removed_idle(index, step, samples, params);
@@ -334,6 +335,12 @@ fn check_no_failed_calls(index: usize, step: &Step, in_step: &[&Sample]) -> Verd
         passed: errors == 0,
         detail,
     }
+}
+
+/// The step a window counts for: the last one whose change came before the window's end, so
+/// a window a change falls into counts for the change it shows (its failed calls, say).
+fn step_of(steps: &[Step], sample: &Sample) -> Option<usize> {
+    steps.iter().rposition(|step| step.at < sample.end)
 }
 
 /// The time from the step's change to the end of its first fair window.
@@ -635,6 +642,22 @@ mod tests {
             "{message}"
         );
         assert_eq!(evaluation.steps[2].errors, 9);
+    }
+
+    #[test]
+    fn a_window_a_change_falls_into_counts_for_that_change() {
+        let mut steps = timeline(ms(200));
+        // The change comes 100 ms into the window starting at 8.0 s.
+        steps[1].end = ms(8100);
+        steps[2].at = ms(8100);
+        steps[2].visible_at = Some(ms(8300));
+        let mut samples = run(&steps, even(&steps));
+        samples[32].errors = 5;
+        assert_eq!(samples[32].start, ms(8000));
+        let evaluation = evaluate(&samples, &steps, &params());
+        assert_eq!(failed(&evaluation), vec![(Check::NoFailedCalls, 2)]);
+        assert_eq!(evaluation.steps[1].errors, 0);
+        assert_eq!(evaluation.steps[2].errors, 5);
     }
 
     #[test]

@@ -322,6 +322,9 @@ fn follow_timeline(
             let queries_before = pods.dns().stats().queries_for(pods.service()).total();
             let change = pods.scale(*count)?;
             let at = clock(change.published_at.unwrap_or_else(Instant::now));
+            if let Some(previous) = steps.last_mut() {
+                previous.end = at;
+            }
             let mut step = Step {
                 at,
                 live: pods.live_names(),
