@@ -12,10 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 
+use crate::access_log;
 use crate::cors::{AllowOrigin, CorsPolicy};
 use crate::discovery::{self, DiscoveryConfig, DnsFamily, UpstreamTarget};
+use crate::endpoints::{AllUnhealthy, LbPolicy};
+use crate::health::{HealthCheckKind, HealthConfig};
 use crate::http1::HeadLimits;
-use crate::upstream::UpstreamConfig;
+use crate::upstream::{OutlierConfig, UpstreamConfig};
 
 /// Which io driver each worker's monoio runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -277,6 +280,76 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
 
+    /// How each worker picks an endpoint per call.
+    #[arg(long, env = "RINGWAY_LB", value_enum, default_value_t = LbPolicy::RoundRobin)]
+    pub lb: LbPolicy,
+
+    /// When every endpoint failed health checks or is ejected: fail calls with UNAVAILABLE, or
+    /// spread them over all endpoints anyway (Envoy's panic mode).
+    #[arg(long, env = "RINGWAY_ALL_UNHEALTHY", value_enum, default_value_t = AllUnhealthy::Spread)]
+    pub all_unhealthy: AllUnhealthy,
+
+    /// Consecutive failed calls (connect failures, UNAVAILABLE in headers or trailers) after
+    /// which a worker ejects an endpoint; 0 = no passive ejection.
+    #[arg(
+        long,
+        env = "RINGWAY_OUTLIER_CONSECUTIVE_FAILURES",
+        default_value_t = 5
+    )]
+    pub outlier_consecutive_failures: u32,
+
+    /// First ejection time; it grows with each ejection of the same endpoint (up to 10×).
+    #[arg(
+        long,
+        env = "RINGWAY_OUTLIER_BASE_EJECTION_MS",
+        default_value_t = 30_000
+    )]
+    pub outlier_base_ejection_ms: u64,
+
+    /// Most of the set ejected at once (one endpoint may always be ejected).
+    #[arg(
+        long,
+        env = "RINGWAY_OUTLIER_MAX_EJECTION_PERCENT",
+        default_value_t = 50
+    )]
+    pub outlier_max_ejection_percent: u32,
+
+    /// Active health checks: off, tcp (connect), or grpc (grpc.health.v1.Health/Check).
+    #[arg(long, env = "RINGWAY_HEALTH_CHECK", value_enum, default_value_t = HealthCheckKind::Off)]
+    pub health_check: HealthCheckKind,
+
+    /// Interval between active health checks of each endpoint.
+    #[arg(
+        long,
+        env = "RINGWAY_HEALTH_CHECK_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub health_check_interval_ms: u64,
+
+    /// A check not answered within this time fails.
+    #[arg(long, env = "RINGWAY_HEALTH_CHECK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub health_check_timeout_ms: u64,
+
+    /// Consecutive failed checks that mark an endpoint unhealthy.
+    #[arg(
+        long,
+        env = "RINGWAY_HEALTH_CHECK_UNHEALTHY_THRESHOLD",
+        default_value_t = 2
+    )]
+    pub health_check_unhealthy_threshold: u32,
+
+    /// Consecutive passed checks that mark an unhealthy endpoint healthy again.
+    #[arg(
+        long,
+        env = "RINGWAY_HEALTH_CHECK_HEALTHY_THRESHOLD",
+        default_value_t = 2
+    )]
+    pub health_check_healthy_threshold: u32,
+
+    /// Service name sent in grpc health checks; empty = the server's overall health.
+    #[arg(long, env = "RINGWAY_HEALTH_CHECK_SERVICE", default_value = "")]
+    pub health_check_service: String,
+
     /// Retries per call of a call the upstream provably did not process (connect failure,
     /// REFUSED_STREAM, refused by GOAWAY); only these are ever retried, on another endpoint.
     #[arg(long, env = "RINGWAY_RETRY_ATTEMPTS_MAX", default_value_t = 1)]
@@ -285,6 +358,11 @@ pub struct Config {
     /// Retries in flight per worker as a share of calls in flight (at least 3 are allowed).
     #[arg(long, env = "RINGWAY_RETRY_BUDGET_PERCENT", default_value_t = 20)]
     pub retry_budget_percent: u32,
+
+    /// Open a connection to each new endpoint on every worker as soon as it joins the set,
+    /// before calls need it.
+    #[arg(long, env = "RINGWAY_WARM_CONNECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub warm_connections: bool,
 
     /// How long calls on an endpoint that left the set (a pod scaled away) may keep running
     /// before its connections are closed; calls still running then end with UNAVAILABLE.
@@ -295,7 +373,32 @@ pub struct Config {
     )]
     pub endpoint_drain_timeout_ms: u64,
 
+    // --- operations ---
+    /// Admin listener (readiness, liveness, stats, endpoint table, drain); `off` disables it.
+    /// Keep it off the public Service: it can fail readiness and start a drain.
+    #[arg(long, env = "RINGWAY_ADMIN", default_value = "127.0.0.1:9901", value_parser = parse_admin)]
+    pub admin: Admin,
+
+    /// After SIGTERM (or POST /drain), readiness fails and ringway keeps serving this long, so
+    /// the load balancer in front stops sending before ringway stops accepting.
+    #[arg(long, env = "RINGWAY_DRAIN_DELAY_MS", default_value_t = 5_000)]
+    pub drain_delay_ms: u64,
+
+    /// Then ringway stops accepting, tells keep-alive clients `Connection: close`, and lets
+    /// calls in flight finish for at most this long before it exits.
+    #[arg(long, env = "RINGWAY_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+
     // --- logs ---
+    /// Access log: `off`, `stdout`, or a file path (appended). Written through per-worker
+    /// buffers by a thread of its own; lines are dropped and counted rather than slow a call.
+    #[arg(long, env = "RINGWAY_ACCESS_LOG", default_value = "off")]
+    pub access_log: access_log::Target,
+
+    /// Access log line format.
+    #[arg(long, env = "RINGWAY_ACCESS_LOG_FORMAT", value_enum, default_value_t = access_log::Format::Text)]
+    pub access_log_format: access_log::Format,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ringway=debug`.
     #[arg(long, env = "RINGWAY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -303,6 +406,23 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "RINGWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The admin listener's address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Off,
+    Listen(SocketAddr),
+}
+
+fn parse_admin(value: &str) -> Result<Admin, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(Admin::Off);
+    }
+    value
+        .parse()
+        .map(Admin::Listen)
+        .map_err(|_| format!("{value:?} is neither IP:port nor off"))
 }
 
 /// Downstream limits, derived once from the flags.
@@ -411,6 +531,17 @@ impl Config {
         }
     }
 
+    pub fn health_config(&self) -> HealthConfig {
+        HealthConfig {
+            kind: self.health_check,
+            interval: Duration::from_millis(self.health_check_interval_ms),
+            timeout: Duration::from_millis(self.health_check_timeout_ms),
+            unhealthy_threshold: self.health_check_unhealthy_threshold.max(1),
+            healthy_threshold: self.health_check_healthy_threshold.max(1),
+            service: self.health_check_service.clone(),
+        }
+    }
+
     pub fn cors_policy(&self) -> CorsPolicy {
         let any = self.cors_allow_origins.iter().any(|o| o.trim() == "*");
         let allow_origin = if any {
@@ -455,6 +586,11 @@ impl Config {
             reconnect_backoff: ms(self.reconnect_backoff_ms),
             reconnect_backoff_max: ms(self.reconnect_backoff_max_ms.max(self.reconnect_backoff_ms)),
             drain_timeout: ms(self.endpoint_drain_timeout_ms),
+            outlier: OutlierConfig {
+                consecutive_failures: self.outlier_consecutive_failures,
+                base_ejection: ms(self.outlier_base_ejection_ms),
+                max_ejection_percent: self.outlier_max_ejection_percent.min(100),
+            },
         }
     }
 }

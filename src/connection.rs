@@ -17,6 +17,7 @@
 //! trailers-only reply, errors after it a trailer frame. A downstream protocol error gets an HTTP
 //! status and the connection closes, since the byte stream can no longer be trusted.
 
+use std::cell::Cell;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -36,9 +37,11 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use crate::access_log;
 use crate::error::{Error, Reply};
 use crate::grpc_web::{self, Base64Decoder, WebContentType};
 use crate::http1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Method, RequestHead, Version};
+use crate::stats::WorkerStats;
 use crate::upstream::Call;
 use crate::worker::{RetryGuard, WorkerContext};
 
@@ -49,6 +52,10 @@ const READ_ROOM_MIN_BYTES: usize = 1024;
 const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
 /// At most this many slices per vectored write (well under IOV_MAX = 1024).
 const OUTPUT_SLICES_MAX: usize = 256;
+/// How long an idle keep-alive connection stays open once a drain begins: long enough for a
+/// request the client is already sending to arrive and be answered with `Connection: close`
+/// (closing at once would race it, and a browser does not retry a POST).
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// A call that has waited this long for its upstream starts watching the client socket, so a
 /// client that went away cancels the upstream stream. Fast calls never pay for the watch.
 const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(20);
@@ -60,17 +67,33 @@ const GRPC_WEB_PROTO: &[u8] = b"application/grpc-web+proto";
 /// Serve one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContext>) {
     let mut downstream = Downstream {
+        received: Cell::new(0),
+        sent: 0,
+        consumed_mark: 0,
+        log: RequestLog::default(),
         buf: BytesMut::with_capacity(context.limits.read_buffer_bytes),
         out: Output::default(),
         stream,
         context,
     };
+    let stats = downstream.context.stats.clone();
+    stats.connections_accepted.add(1);
+    stats.connections_active.add(1);
     downstream.run().await;
+    stats.connections_active.sub(1);
     debug!(%peer, "downstream connection closed");
 }
 
 struct Downstream {
     stream: TcpStream,
+    /// Bytes read from and written to this client, for the access log.
+    received: Cell<u64>,
+    sent: u64,
+    /// `received` less what was still buffered when the previous request ended: where this
+    /// request's bytes start.
+    consumed_mark: u64,
+    /// What the access log records about the request being handled.
+    log: RequestLog,
     context: Rc<WorkerContext>,
     /// Bytes read from the client and not yet consumed; heads and bodies are split off its front.
     buf: BytesMut,
@@ -86,6 +109,8 @@ enum Next {
 
 /// The parts of a request that shape its response.
 struct ReplyTo {
+    /// When the request head was parsed, for the call-duration histogram.
+    started: Instant,
     version: Version,
     keep_alive: bool,
     origin: Option<Bytes>,
@@ -106,6 +131,7 @@ impl Downstream {
                 Ok(None) => return,
                 Err(error) => {
                     let reply_to = ReplyTo {
+                        started: Instant::now(),
                         version: Version::Http11,
                         keep_alive: false,
                         origin: None,
@@ -134,34 +160,90 @@ impl Downstream {
             if let Some(head) = http1::parse_request_head(&mut self.buf, &limits.head)? {
                 return Ok(Some(head));
             }
-            let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-            match monoio::time::timeout_at(
-                deadline.into(),
-                read_more(&mut self.stream, &mut self.buf),
-            )
-            .await
-            {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-                Ok(Ok(_)) => {
+            let idle = head_deadline.is_none();
+            let deadline = match head_deadline {
+                Some(deadline) => deadline,
+                None if self.context.draining.get() => Instant::now() + DRAIN_IDLE_GRACE,
+                None => Instant::now() + limits.idle_timeout,
+            };
+            let read = read_more(
+                &mut self.stream,
+                &mut self.buf,
+                &self.context.stats,
+                &self.received,
+            );
+            let mut read = std::pin::pin!(read);
+            let timed_out = monoio::select! {
+                read = &mut read => Some(read),
+                _ = monoio::time::sleep_until(deadline.into()) => None,
+                _ = drain_began(&self.context, idle) => {
+                    // An idle connection gets a short grace: a request already on its way is
+                    // still answered (with `Connection: close`); silence closes it.
+                    monoio::select! {
+                        read = &mut read => Some(read),
+                        _ = monoio::time::sleep(DRAIN_IDLE_GRACE) => None,
+                    }
+                }
+            };
+            match timed_out {
+                Some(Ok(0)) | Some(Err(_)) => return Ok(None),
+                Some(Ok(_)) => {
                     head_deadline
                         .get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
                 }
-                Err(_) if head_deadline.is_none() => return Ok(None),
-                Err(_) => return Err(Error::RequestTimeout),
+                None if idle => return Ok(None),
+                None => return Err(Error::RequestTimeout),
             }
         }
     }
 
     async fn handle(&mut self, head: RequestHead) -> Next {
+        let logged = self
+            .context
+            .access_log
+            .borrow()
+            .is_some()
+            .then(|| (method_name(&head.method), head.path.clone(), self.sent));
+        self.log = RequestLog::default();
+        let started = Instant::now();
+        let next = self.respond(head).await;
+        // Bytes still buffered belong to the next (pipelined) request.
+        let consumed = self.received.get() - self.buf.len() as u64;
+        let consumed_before = std::mem::replace(&mut self.consumed_mark, consumed);
+        if let Some((method, path, sent)) = logged {
+            let entry = access_log::Entry {
+                method: &method,
+                path: &path,
+                http_status: self.log.http_status,
+                grpc_status: self.log.grpc_status,
+                upstream: self.log.upstream,
+                duration: started.elapsed(),
+                bytes_in: consumed - consumed_before,
+                bytes_out: self.sent - sent,
+            };
+            if let Some(log) = self.context.access_log.borrow_mut().as_mut() {
+                log.record(&entry);
+            }
+        }
+        next
+    }
+
+    async fn respond(&mut self, head: RequestHead) -> Next {
         let origin = find_header(&head, b"origin");
+        self.context.stats.requests.add(1);
         let mut reply_to = ReplyTo {
+            started: Instant::now(),
             version: head.version,
-            keep_alive: head.keep_alive,
+            // A draining proxy answers this request, then closes.
+            keep_alive: head.keep_alive && !self.context.draining.get(),
             origin,
             grpc: None,
         };
         let result = match head.method {
-            Method::Options => self.preflight(&head, &reply_to).await,
+            Method::Options => {
+                self.context.stats.preflights.add(1);
+                self.preflight(&head, &reply_to).await
+            }
             Method::Get | Method::Head if head.path == self.context.limits.health_path => {
                 self.health(&head, &reply_to).await
             }
@@ -189,7 +271,11 @@ impl Downstream {
             Err(CallFailure {
                 error: Error::ClientClosed(_),
                 ..
-            }) => Next::Close,
+            }) => {
+                // nginx's "client closed request": nothing could be answered.
+                self.log.http_status = 499;
+                Next::Close
+            }
             Err(CallFailure {
                 error,
                 body_consumed,
@@ -217,7 +303,8 @@ impl Downstream {
             .context
             .cors
             .preflight(reply_to.origin.as_ref(), request_headers.as_ref());
-        let next = body_free_next(head);
+        self.log.http_status = answer.status;
+        let next = body_free_next(head, reply_to);
         let head_out = self.out.scratch();
         http1::write_status_line(head_out, head.version, answer.status);
         for (name, value) in &answer.headers {
@@ -239,7 +326,8 @@ impl Downstream {
         head: &RequestHead,
         reply_to: &ReplyTo,
     ) -> Result<Next, CallFailure> {
-        let next = body_free_next(head);
+        self.log.http_status = 200;
+        let next = body_free_next(head, reply_to);
         let cors = self
             .context
             .cors
@@ -299,7 +387,14 @@ impl Downstream {
         let mut retry: Option<(SocketAddr, RetryGuard)> = None;
         loop {
             let avoid = retry.as_ref().map(|(addr, _)| *addr);
-            let (addr, mut call) = match self.start_call(&request, end_of_stream, avoid).await {
+            let started = self.start_call(&request, end_of_stream, avoid).await;
+            if let Err((Some(addr), error)) = &started {
+                self.record(*addr, error);
+            }
+            if let Ok((addr, _)) | Err((Some(addr), _)) = &started {
+                self.log.upstream = Some(*addr);
+            }
+            let (addr, mut call) = match started {
                 Ok(started) => started,
                 Err((Some(addr), error)) if self.may_retry_on(&error, addr) => {
                     match self.retry_guard(&retry) {
@@ -321,7 +416,15 @@ impl Downstream {
                     return Err(CallFailure::after_start(error, body.complete));
                 }
             }
-            match self.relay_response(call, reply_to, deadline).await {
+            let relayed = self.relay_response(call, reply_to, deadline).await;
+            match &relayed {
+                Ok(done) if done.status == grpc_web::Code::Unavailable as u32 => {
+                    self.record_failure(addr, "UNAVAILABLE".into())
+                }
+                Ok(_) => self.record_success(addr),
+                Err(failure) => self.record(addr, &failure.error),
+            }
+            match relayed.map(|done| done.next) {
                 // Refused before any processing (REFUSED_STREAM, above a GOAWAY's last stream
                 // id) and nothing written to the client yet: safe to send elsewhere.
                 Err(failure)
@@ -337,6 +440,33 @@ impl Downstream {
                 result => return result,
             }
         }
+    }
+
+    /// Count a failed call against `addr` when the error says something about the endpoint's
+    /// health (connect failures, UNAVAILABLE from upstream), and as a success otherwise.
+    fn record(&self, addr: SocketAddr, error: &Error) {
+        let about_endpoint = error.side() == crate::error::Side::Upstream
+            && matches!(
+                error.reply(),
+                Reply::Grpc {
+                    code: grpc_web::Code::Unavailable,
+                    ..
+                }
+            );
+        if about_endpoint {
+            self.record_failure(addr, error.to_string());
+        } else {
+            self.record_success(addr);
+        }
+    }
+
+    fn record_failure(&self, addr: SocketAddr, reason: String) {
+        let set_len = self.context.directory.snapshot().endpoints.len();
+        self.context.pool.record_outcome(addr, Err(reason), set_len);
+    }
+
+    fn record_success(&self, addr: SocketAddr) {
+        self.context.pool.record_outcome(addr, Ok(()), 0);
     }
 
     /// Whether `error` from `addr` may be retried, and somewhere it can succeed.
@@ -357,29 +487,35 @@ impl Downstream {
     /// Permission for one more attempt, within the per-call limit and the worker's budget.
     fn retry_guard(&self, previous: &Option<(SocketAddr, RetryGuard)>) -> Option<RetryGuard> {
         let attempts = previous.as_ref().map_or(0, |(_, guard)| guard.attempt);
-        self.context.retries.try_retry(attempts + 1)
+        let granted = self.context.retries.try_retry(attempts + 1);
+        if granted.is_some() {
+            self.context.stats.retries.add(1);
+        }
+        granted
     }
 
     /// Pick an endpoint (another than `avoid` when there is one) and start the upstream stream.
     /// On failure, the endpoint that failed is returned with the error, for a retry elsewhere.
     async fn start_call(
         &self,
-        request: &UpstreamRequest,
+        request: &UpstreamRequest<'_>,
         end_of_stream: bool,
         avoid: Option<SocketAddr>,
     ) -> Result<(SocketAddr, Call), (Option<SocketAddr>, Error)> {
         let context = &self.context;
         let set = context.directory.snapshot();
-        context.pool.reconcile(&set);
-        // A retry prefers another endpoint; `may_retry_on` already checked the same one is
-        // acceptable when there is no other.
-        let picked = match avoid {
-            Some(avoid) => context
-                .balancer
-                .pick_other(&set, avoid)
-                .or_else(|| context.balancer.pick(&set)),
-            None => context.balancer.pick(&set),
+        context.reconcile(&set);
+        // Eligible: passing active health checks and not ejected by this worker. The common
+        // case, where nothing is unhealthy or ejected, skips the per-endpoint checks.
+        let unhealthy = context.health.unhealthy();
+        let now = context.pool.any_ejected().then(Instant::now);
+        let eligible = |addr: SocketAddr| {
+            (unhealthy.is_empty() || !unhealthy.contains(&addr))
+                && !now.is_some_and(|now| context.pool.is_ejected(addr, now))
         };
+        let picked = context
+            .balancer
+            .pick(&set, avoid, eligible, |addr| context.pool.in_flight(addr));
         let addr = picked.ok_or((None, Error::NoEndpoint))?;
         context
             .pool
@@ -415,7 +551,12 @@ impl Downstream {
             // Boxed: only bodies larger than one read get here, and the timer is large.
             let read = monoio::time::timeout_at(
                 read_deadline.into(),
-                read_more(&mut self.stream, &mut self.buf),
+                read_more(
+                    &mut self.stream,
+                    &mut self.buf,
+                    &self.context.stats,
+                    &self.received,
+                ),
             );
             match Box::pin(read).await {
                 Ok(Ok(n)) if n > 0 => {}
@@ -436,7 +577,7 @@ impl Downstream {
         call: Call,
         reply_to: &ReplyTo,
         deadline: Option<Instant>,
-    ) -> Result<Next, CallFailure> {
+    ) -> Result<Relayed, CallFailure> {
         let Call {
             response,
             body: mut upstream_body,
@@ -451,7 +592,8 @@ impl Downstream {
         let mut timers = CallTimers::new(deadline);
         let mut unreleased_bytes = 0usize;
         let chunked = reply_to.version == Version::Http11;
-        loop {
+        // The loop ends with the upstream's grpc-status.
+        let status = loop {
             let event = match poll_now(&mut upstream) {
                 Some(event) => event,
                 None if !self.out.is_empty() => {
@@ -468,7 +610,7 @@ impl Downstream {
                             headers_sent = true;
                             upstream = UpstreamState::Body(recv);
                         }
-                        HeadOutcome::TrailersOnly => break,
+                        HeadOutcome::TrailersOnly { status } => break parse_status(&status),
                         HeadOutcome::NotGrpc(status) => {
                             upstream_body.send_reset(h2::Reason::CANCEL);
                             return Err(CallFailure::after_body(
@@ -493,11 +635,12 @@ impl Downstream {
                 }
                 Event::Trailers(trailers) => {
                     let trailers = trailers.unwrap_or_default();
-                    if !trailers.contains_key("grpc-status") {
+                    let Some(status) = trailers.get("grpc-status") else {
                         let error =
                             Error::UpstreamProtocol("upstream trailers carry no grpc-status");
                         return Err(CallFailure::after_body(error, headers_sent));
-                    }
+                    };
+                    let status = parse_status(status.as_bytes());
                     self.out.trailer_frame(
                         trailers
                             .iter()
@@ -505,7 +648,7 @@ impl Downstream {
                         grpc.text,
                         chunked,
                     );
-                    break;
+                    break status;
                 }
                 Event::Failed(error) => {
                     upstream_body.send_reset(h2::Reason::CANCEL);
@@ -513,18 +656,36 @@ impl Downstream {
                 }
                 Event::ClientGone => {
                     upstream_body.send_reset(h2::Reason::CANCEL);
-                    return Ok(Next::Close);
+                    // The client left: nothing to say about the endpoint.
+                    self.context.stats.call_finished(
+                        grpc_web::Code::Cancelled as u32,
+                        reply_to.started.elapsed(),
+                    );
+                    self.log.http_status = 499;
+                    self.log.grpc_status = Some(grpc_web::Code::Cancelled as u32);
+                    return Ok(Relayed {
+                        next: Next::Close,
+                        status: grpc_web::Code::Cancelled as u32,
+                    });
                 }
             }
-        }
+        };
         drop(lease);
         self.flush().await.map_err(CallFailure::client_gone)?;
         // A close-delimited HTTP/1.0 body ends only when the connection does.
         let keep_alive = reply_to.keep_alive && (chunked || !headers_sent);
-        Ok(if keep_alive {
-            Next::KeepAlive
-        } else {
-            Next::Close
+        self.context
+            .stats
+            .call_finished(status, reply_to.started.elapsed());
+        self.log.http_status = 200;
+        self.log.grpc_status = Some(status);
+        Ok(Relayed {
+            next: if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            },
+            status,
         })
     }
 
@@ -544,7 +705,14 @@ impl Downstream {
             // in the buffer. The read drained the socket, so watching goes on (a later close is
             // still noticed) until the buffer holds a whole head's worth: past that the client
             // is not waiting for this call, and reading on would only grow the buffer.
-            match read_more(&mut self.stream, &mut self.buf).await {
+            match read_more(
+                &mut self.stream,
+                &mut self.buf,
+                &self.context.stats,
+                &self.received,
+            )
+            .await
+            {
                 Ok(0) | Err(_) => return Event::ClientGone,
                 Ok(_) if self.buf.len() >= self.context.limits.head.header_bytes_max => {
                     timers.watch = Watch::Off
@@ -600,7 +768,11 @@ impl Downstream {
             http1::write_header(head_out, b"content-length", b"0");
             write_connection_header(head_out, reply_to.version, reply_to.keep_alive);
             http1::finish_head(head_out);
-            return HeadOutcome::TrailersOnly;
+            let status = parts
+                .headers
+                .get("grpc-status")
+                .map_or(Vec::new(), |s| s.as_bytes().to_vec());
+            return HeadOutcome::TrailersOnly { status };
         }
         if chunked {
             http1::write_header(head_out, b"transfer-encoding", b"chunked");
@@ -620,6 +792,8 @@ impl Downstream {
         let chunked = reply_to.version == Version::Http11;
         match error.reply() {
             Reply::Http { status, reason } => {
+                self.context.stats.local_http(status);
+                self.log.http_status = status;
                 let cors = self
                     .context
                     .cors
@@ -637,6 +811,11 @@ impl Downstream {
                 head_out.extend_from_slice(b"\n");
             }
             Reply::Grpc { code, message } => {
+                self.context
+                    .stats
+                    .call_finished(code as u32, reply_to.started.elapsed());
+                self.log.http_status = 200;
+                self.log.grpc_status = Some(code as u32);
                 let mut encoded_message = Vec::with_capacity(message.len());
                 grpc_web::encode_grpc_message(&message, &mut encoded_message);
                 let status: (&[u8], &[u8]) = (b"grpc-status", code.as_str().as_bytes());
@@ -673,6 +852,9 @@ impl Downstream {
     /// Write what is gathered. A client that stops reading for the idle timeout is dropped, so
     /// it cannot pin the connection, its buffers and an upstream stream forever.
     async fn flush(&mut self) -> std::io::Result<()> {
+        let bytes = self.out.len_bytes() as u64;
+        self.context.stats.bytes_sent.add(bytes);
+        self.sent += bytes;
         let idle_timeout = self.context.limits.idle_timeout;
         let fd = self.stream.as_raw_fd();
         let write = self.out.flush(&mut self.stream);
@@ -736,9 +918,48 @@ fn is_grpc_reply(error: &Error) -> bool {
     matches!(error.reply(), Reply::Grpc { .. })
 }
 
+/// What the access log says about one request.
+#[derive(Debug, Default)]
+struct RequestLog {
+    http_status: u16,
+    grpc_status: Option<u32>,
+    upstream: Option<SocketAddr>,
+}
+
+fn method_name(method: &Method) -> Bytes {
+    Bytes::from_static(match method {
+        Method::Get => b"GET",
+        Method::Post => b"POST",
+        Method::Options => b"OPTIONS",
+        Method::Head => b"HEAD",
+        Method::Put => b"PUT",
+        Method::Delete => b"DELETE",
+        Method::Other(other) => return other.clone(),
+    })
+}
+
+/// A call relayed to its end: what comes next on the connection, and whether the upstream
+/// answered UNAVAILABLE (which counts against it for outlier ejection).
+struct Relayed {
+    next: Next,
+    /// The upstream's grpc-status.
+    status: u32,
+}
+
+/// A grpc-status header value as a number; anything unreadable counts as UNKNOWN.
+fn parse_status(value: &[u8]) -> u32 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(grpc_web::Code::Unknown as u32)
+}
+
 enum HeadOutcome {
     Streaming(RecvStream),
-    TrailersOnly,
+    /// The upstream's whole answer was its headers; `status` is its grpc-status.
+    TrailersOnly {
+        status: Vec<u8>,
+    },
     NotGrpc(u16),
     Failed(Error),
 }
@@ -840,8 +1061,21 @@ async fn client_readable(watch: &mut Watch, stream: &TcpStream) -> std::io::Resu
     stream.readable(false).await
 }
 
+/// Resolves when the worker's drain begins, for an idle connection; never otherwise.
+async fn drain_began(context: &WorkerContext, idle: bool) {
+    if !idle || context.draining.get() {
+        return std::future::pending().await;
+    }
+    context.drain_started.notified().await
+}
+
 /// Read more bytes from the client into the free room at the end of `buf`.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    stats: &WorkerStats,
+    received: &Cell<u64>,
+) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < READ_ROOM_MIN_BYTES {
         buf.reserve(READ_ROOM_MIN_BYTES.max(buf.len()));
     }
@@ -849,6 +1083,10 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
     let (len, capacity) = (owned.len(), owned.capacity());
     let (result, slice) = stream.read(owned.slice_mut(len..capacity)).await;
     *buf = slice.into_inner();
+    if let Ok(n) = result {
+        stats.bytes_received.add(n as u64);
+        received.set(received.get() + n as u64);
+    }
     result
 }
 
@@ -904,8 +1142,8 @@ fn find_header(head: &RequestHead, name: &[u8]) -> Option<Bytes> {
 }
 
 /// A request without a body can keep the connection; one with a body we did not read cannot.
-fn body_free_next(head: &RequestHead) -> Next {
-    if head.keep_alive && head.body == BodyKind::Empty {
+fn body_free_next(head: &RequestHead, reply_to: &ReplyTo) -> Next {
+    if reply_to.keep_alive && head.body == BodyKind::Empty {
         Next::KeepAlive
     } else {
         Next::Close
@@ -970,59 +1208,87 @@ fn is_dropped_request_header(name: &[u8]) -> bool {
     DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
 
-/// The upstream request head, translated once; `build` is cheap to call again on a retry.
-struct UpstreamRequest {
+/// The upstream request head, translated from the downstream one. The first attempt takes the
+/// translated headers as they are; a retry (rare) translates them again rather than every call
+/// paying for a copy it almost never needs.
+struct UpstreamRequest<'a> {
+    head: &'a RequestHead,
+    content_type: &'a WebContentType,
+    deadline: Option<Instant>,
     uri: Uri,
-    headers: HeaderMap,
+    first: std::cell::Cell<Option<HeaderMap>>,
 }
 
-impl UpstreamRequest {
+impl<'a> UpstreamRequest<'a> {
     fn new(
-        head: &RequestHead,
-        content_type: &WebContentType,
+        head: &'a RequestHead,
+        content_type: &'a WebContentType,
         deadline: Option<Instant>,
     ) -> Result<Self, Error> {
-        let bad = |reason| Error::Http1(http1::Http1Error::Malformed(reason));
-        let authority = head.host.clone().ok_or_else(|| bad("missing host"))?;
+        let authority = head.host.clone().ok_or_else(|| malformed("missing host"))?;
         let path = PathAndQuery::from_maybe_shared(origin_form(&head.path))
-            .map_err(|_| bad("bad request target"))?;
+            .map_err(|_| malformed("bad request target"))?;
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority =
-            Some(Authority::from_maybe_shared(authority).map_err(|_| bad("bad host"))?);
+            Some(Authority::from_maybe_shared(authority).map_err(|_| malformed("bad host"))?);
         parts.path_and_query = Some(path);
-        let uri = Uri::from_parts(parts).map_err(|_| bad("bad request target"))?;
-
-        let nominated = connection_nominated(head);
-        let mut headers = HeaderMap::with_capacity(head.headers.len() + 2);
-        for h in &head.headers {
-            if is_dropped_request_header(&h.name)
-                || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
-            {
-                continue;
-            }
-            let name = HeaderName::from_bytes(&h.name).map_err(|_| bad("bad header name"))?;
-            let value = HeaderValue::from_maybe_shared(h.value.clone())
-                .map_err(|_| bad("bad header value"))?;
-            headers.append(name, value);
-        }
-        let content_type = HeaderValue::from_maybe_shared(content_type.upstream.clone())
-            .map_err(|_| bad("bad content-type"))?;
-        headers.insert(header::CONTENT_TYPE, content_type);
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        if let Some(deadline) = deadline {
-            headers.insert("grpc-timeout", grpc_timeout_value(deadline));
-        }
-        Ok(UpstreamRequest { uri, headers })
+        let uri = Uri::from_parts(parts).map_err(|_| malformed("bad request target"))?;
+        let headers = translate_headers(head, content_type, deadline)?;
+        Ok(UpstreamRequest {
+            head,
+            content_type,
+            deadline,
+            uri,
+            first: std::cell::Cell::new(Some(headers)),
+        })
     }
 
     fn build(&self) -> Request<()> {
+        let headers = self.first.take().unwrap_or_else(|| {
+            translate_headers(self.head, self.content_type, self.deadline)
+                .expect("the same head translated without error in new()")
+        });
         let mut request = Request::new(());
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = headers;
         request
     }
+}
+
+fn malformed(reason: &'static str) -> Error {
+    Error::Http1(http1::Http1Error::Malformed(reason))
+}
+
+/// The upstream headers: hop-by-hop ones (and those named in `Connection`) dropped, metadata
+/// passed on, `content-type: application/grpc…`, `te: trailers`, and the effective deadline.
+fn translate_headers(
+    head: &RequestHead,
+    content_type: &WebContentType,
+    deadline: Option<Instant>,
+) -> Result<HeaderMap, Error> {
+    let nominated = connection_nominated(head);
+    let mut headers = HeaderMap::with_capacity(head.headers.len() + 2);
+    for h in &head.headers {
+        if is_dropped_request_header(&h.name)
+            || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(&h.name).map_err(|_| malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(h.value.clone())
+            .map_err(|_| malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    let content_type = HeaderValue::from_maybe_shared(content_type.upstream.clone())
+        .map_err(|_| malformed("bad content-type"))?;
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(deadline) = deadline {
+        headers.insert("grpc-timeout", grpc_timeout_value(deadline));
+    }
+    Ok(headers)
 }
 
 /// The remaining time as a `grpc-timeout` value, so the upstream sees the capped deadline.

@@ -22,6 +22,7 @@
 //! - `access-control-expose-headers` on actual responses also lists the response's own custom
 //!   metadata, so the browser lets the grpc-web client read it (Envoy sends the fixed list).
 
+use crate::http1::trim_ows;
 use bytes::Bytes;
 
 /// Longest request value (`Origin`, `Access-Control-Request-Headers`) that is reflected into a
@@ -280,16 +281,6 @@ fn is_exposable(name: &[u8]) -> bool {
 /// RFC 9110 §5.6.2 `tchar`. A pseudo-header's `:` is not one, so `:status` is never exposed.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn trim_ows(mut value: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = value {
-        value = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = value {
-        value = rest;
-    }
-    value
 }
 
 #[cfg(test)]

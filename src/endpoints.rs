@@ -66,35 +66,121 @@ fn normalise(mut endpoints: Vec<SocketAddr>) -> Vec<SocketAddr> {
     endpoints
 }
 
-/// A worker's round-robin picker. Each worker starts at its own offset so that cores do not
-/// march through the endpoints in step and hit the same one at the same moment.
-#[derive(Debug)]
-pub struct RoundRobin {
-    next: Cell<usize>,
+/// How a worker chooses an endpoint for each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LbPolicy {
+    /// Each endpoint in turn; each worker starts at its own offset.
+    RoundRobin,
+    /// Power of two choices: of two random endpoints, the one with fewer calls in flight on
+    /// this worker.
+    LeastRequest,
+    /// Uniformly at random.
+    Random,
 }
 
-impl RoundRobin {
-    pub fn new(worker_index: usize) -> Self {
-        RoundRobin {
+/// What to do when no endpoint is eligible (all failed health checks or are ejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AllUnhealthy {
+    /// Fail the call at once with UNAVAILABLE.
+    Fail,
+    /// Ignore health and spread calls over every endpoint (Envoy's panic mode), on the theory
+    /// that health checks are more likely wrong than every backend at once.
+    Spread,
+}
+
+/// A worker's endpoint picker. Picks never allocate: they walk the snapshot's list and skip
+/// ineligible endpoints.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: LbPolicy,
+    all_unhealthy: AllUnhealthy,
+    next: Cell<usize>,
+    rng: Cell<u64>,
+}
+
+impl Balancer {
+    pub fn new(policy: LbPolicy, all_unhealthy: AllUnhealthy, worker_index: usize) -> Self {
+        // Each worker starts at its own offset so that cores do not march through the
+        // endpoints in step and hit the same one at the same moment.
+        let seed = 0x9E37_79B9_7F4A_7C15u64
+            ^ (worker_index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        Balancer {
+            policy,
+            all_unhealthy,
             next: Cell::new(worker_index),
+            rng: Cell::new(seed | 1),
         }
     }
 
-    /// The next endpoint of `set`, or `None` when it is empty.
-    pub fn pick(&self, set: &EndpointSet) -> Option<SocketAddr> {
-        if set.endpoints.is_empty() {
+    /// Pick an endpoint of `set` for which `eligible` holds; `in_flight` gives this worker's
+    /// calls in flight per endpoint (least-request only). When none is eligible, the
+    /// all-unhealthy policy decides. `avoid` is skipped when anything else qualifies.
+    pub fn pick(
+        &self,
+        set: &EndpointSet,
+        avoid: Option<SocketAddr>,
+        eligible: impl Fn(SocketAddr) -> bool,
+        in_flight: impl Fn(SocketAddr) -> usize,
+    ) -> Option<SocketAddr> {
+        let candidate = |addr: SocketAddr| Some(addr) != avoid && eligible(addr);
+        if let Some(addr) = self.pick_where(set, &candidate, &in_flight) {
+            return Some(addr);
+        }
+        if avoid.is_some() {
+            if let Some(addr) = self.pick_where(set, &|addr| eligible(addr), &in_flight) {
+                return Some(addr);
+            }
+        }
+        match self.all_unhealthy {
+            AllUnhealthy::Fail => None,
+            AllUnhealthy::Spread => self.pick_where(set, &|_| true, &in_flight),
+        }
+    }
+
+    fn pick_where(
+        &self,
+        set: &EndpointSet,
+        candidate: &dyn Fn(SocketAddr) -> bool,
+        in_flight: &dyn Fn(SocketAddr) -> usize,
+    ) -> Option<SocketAddr> {
+        let n = set.endpoints.len();
+        if n == 0 {
             return None;
         }
-        let n = self.next.get();
-        self.next.set(n.wrapping_add(1));
-        Some(set.endpoints[n % set.endpoints.len()])
+        let start = match self.policy {
+            LbPolicy::RoundRobin => {
+                let start = self.next.get();
+                self.next.set(start.wrapping_add(1));
+                start
+            }
+            LbPolicy::Random | LbPolicy::LeastRequest => self.random_below(n),
+        };
+        let first = (0..n)
+            .map(|i| set.endpoints[(start + i) % n])
+            .find(|addr| candidate(*addr))?;
+        if self.policy != LbPolicy::LeastRequest || n == 1 {
+            return Some(first);
+        }
+        let offset = self.random_below(n);
+        let second = (0..n)
+            .map(|i| set.endpoints[(offset + i) % n])
+            .find(|addr| candidate(*addr))
+            .unwrap_or(first);
+        Some(if in_flight(second) < in_flight(first) {
+            second
+        } else {
+            first
+        })
     }
 
-    /// The endpoint after `skip` in `set`'s order, for retrying an unstarted call elsewhere.
-    pub fn pick_other(&self, set: &EndpointSet, skip: SocketAddr) -> Option<SocketAddr> {
-        (0..set.endpoints.len())
-            .filter_map(|_| self.pick(set))
-            .find(|addr| *addr != skip)
+    /// xorshift64*: a worker-local generator, enough for spreading load and free of locks.
+    fn random_below(&self, n: usize) -> usize {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
     }
 }
 
@@ -115,40 +201,91 @@ mod tests {
         assert_eq!(dir.snapshot().endpoints, vec![addr(4)]);
     }
 
-    #[test]
-    fn round_robin_is_even_and_offset_per_worker() {
-        let set = EndpointSet {
+    fn set(last: &[u8]) -> EndpointSet {
+        EndpointSet {
             generation: 1,
-            endpoints: vec![addr(2), addr(3), addr(4)],
-        };
-        let w0 = RoundRobin::new(0);
-        let w1 = RoundRobin::new(1);
-        assert_ne!(w0.pick(&set), w1.pick(&set));
-        let mut counts = [0; 3];
-        for _ in 0..300 {
-            let a = w0.pick(&set).unwrap();
+            endpoints: last.iter().map(|l| addr(*l)).collect(),
+        }
+    }
+
+    fn counts(balancer: &Balancer, set: &EndpointSet, calls: usize) -> Vec<usize> {
+        let mut counts = vec![0; set.endpoints.len()];
+        for _ in 0..calls {
+            let a = balancer.pick(set, None, |_| true, |_| 0).unwrap();
             counts[set.endpoints.iter().position(|e| *e == a).unwrap()] += 1;
         }
-        assert_eq!(counts, [100, 100, 100]);
+        counts
     }
 
     #[test]
-    fn empty_set_and_pick_other() {
-        let rr = RoundRobin::new(0);
-        let empty = EndpointSet {
-            generation: 1,
-            endpoints: vec![],
-        };
-        assert_eq!(rr.pick(&empty), None);
-        let one = EndpointSet {
-            generation: 1,
-            endpoints: vec![addr(2)],
-        };
-        assert_eq!(rr.pick_other(&one, addr(2)), None);
-        let two = EndpointSet {
-            generation: 1,
-            endpoints: vec![addr(2), addr(3)],
-        };
-        assert_eq!(rr.pick_other(&two, addr(2)), Some(addr(3)));
+    fn round_robin_is_even_and_offset_per_worker() {
+        let set = set(&[2, 3, 4]);
+        let w0 = Balancer::new(LbPolicy::RoundRobin, AllUnhealthy::Fail, 0);
+        let w1 = Balancer::new(LbPolicy::RoundRobin, AllUnhealthy::Fail, 1);
+        let first = |b: &Balancer| b.pick(&set, None, |_| true, |_| 0);
+        assert_ne!(first(&w0), first(&w1));
+        assert_eq!(counts(&w0, &set, 300), [100, 100, 100]);
+    }
+
+    #[test]
+    fn random_and_least_request_spread_roughly_evenly() {
+        let set = set(&[2, 3, 4, 5]);
+        for policy in [LbPolicy::Random, LbPolicy::LeastRequest] {
+            let balancer = Balancer::new(policy, AllUnhealthy::Fail, 0);
+            for count in counts(&balancer, &set, 40_000) {
+                assert!((8_000..12_000).contains(&count), "{policy:?}: {count}");
+            }
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_the_idler_endpoint() {
+        let set = set(&[2, 3]);
+        let balancer = Balancer::new(LbPolicy::LeastRequest, AllUnhealthy::Fail, 0);
+        let busy = addr(2);
+        let picks = (0..1000)
+            .filter(|_| {
+                balancer.pick(&set, None, |_| true, |a| usize::from(a == busy) * 10) == Some(busy)
+            })
+            .count();
+        // Busy is chosen only when both random choices land on it: about a quarter of picks.
+        assert!(picks < 400, "{picks}");
+    }
+
+    #[test]
+    fn ineligible_endpoints_are_skipped_and_all_unhealthy_policy_applies() {
+        let set = set(&[2, 3, 4]);
+        for policy in [
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+            LbPolicy::LeastRequest,
+        ] {
+            let fail = Balancer::new(policy, AllUnhealthy::Fail, 0);
+            for _ in 0..50 {
+                assert_eq!(
+                    fail.pick(&set, None, |a| a == addr(3), |_| 0),
+                    Some(addr(3))
+                );
+            }
+            assert_eq!(fail.pick(&set, None, |_| false, |_| 0), None);
+            let spread = Balancer::new(policy, AllUnhealthy::Spread, 0);
+            assert!(spread.pick(&set, None, |_| false, |_| 0).is_some());
+        }
+    }
+
+    #[test]
+    fn avoid_is_skipped_unless_it_is_the_only_choice() {
+        let balancer = Balancer::new(LbPolicy::RoundRobin, AllUnhealthy::Fail, 0);
+        for _ in 0..10 {
+            assert_eq!(
+                balancer.pick(&set(&[2, 3]), Some(addr(2)), |_| true, |_| 0),
+                Some(addr(3))
+            );
+        }
+        assert_eq!(
+            balancer.pick(&set(&[2]), Some(addr(2)), |_| true, |_| 0),
+            Some(addr(2))
+        );
+        assert_eq!(balancer.pick(&set(&[]), None, |_| true, |_| 0), None);
     }
 }

@@ -28,6 +28,7 @@
 //! - trailer names are lower-cased and trailers whose values hold control bytes (CR, LF, NUL,
 //!   ...) are dropped rather than copied into the body.
 
+use crate::http1::trim_ows;
 use base64::engine::general_purpose::PAD;
 use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -160,17 +161,6 @@ fn before_semicolon(value: &[u8]) -> &[u8] {
         Some(end) => &value[..end],
         None => value,
     }
-}
-
-/// Trim HTTP optional whitespace (SP and HTAB, RFC 9110 §5.6.3) from both ends.
-fn trim_ows(mut value: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = value {
-        value = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = value {
-        value = rest;
-    }
-    value
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {

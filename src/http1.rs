@@ -431,7 +431,8 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&byte| byte == b',').map(trim_ows)
 }
 
-fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+/// Trim HTTP optional whitespace (SP and HTAB, RFC 9110 §5.6.3) from both ends.
+pub(crate) fn trim_ows(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = bytes {
         bytes = rest;
     }

@@ -4,6 +4,8 @@
 //! ([`http1`]) and translates gRPC-Web ([`grpc_web`], [`cors`]) → [`endpoints`] picks an endpoint →
 //! [`upstream`] makes the HTTP/2 call → [`connection`] writes the answer back.
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod cors;
@@ -11,6 +13,8 @@ pub mod discovery;
 pub mod endpoints;
 pub mod error;
 pub mod grpc_web;
+pub mod health;
 pub mod http1;
+pub mod stats;
 pub mod upstream;
 pub mod worker;

@@ -3,8 +3,13 @@
 
 use std::process::ExitCode;
 
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
 use clap::Parser;
-use ringway::config::{Config, LogFormat};
+use ringway::admin::{self, DrainReason, Lifecycle};
+use ringway::config::{Admin, Config, LogFormat};
 use ringway::worker::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     // Block the stop signals before any thread starts so every thread inherits the mask and
-    // the signals are only ever taken by sigwait below.
+    // the signals are only ever taken by sigwait in the signal thread.
     let signals = stop_signals();
     let server = match Server::start(&config) {
         Ok(server) => server,
@@ -51,10 +56,48 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let signal = wait_for(&signals);
-    tracing::info!(signal, "stopping");
-    server.shutdown();
+    let (drain_tx, drain_rx) = mpsc::channel();
+    let lifecycle = Arc::new(Lifecycle::default());
+    let _admin = match config.admin {
+        Admin::Off => None,
+        Admin::Listen(addr) => {
+            match admin::spawn(
+                addr,
+                config.clone(),
+                server.view(),
+                lifecycle.clone(),
+                drain_tx.clone(),
+            ) {
+                Ok(admin) => Some(admin),
+                Err(e) => {
+                    tracing::error!(admin = %addr, error = %e, "admin listener could not start");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    std::thread::spawn(move || loop {
+        let _ = drain_tx.send(DrainReason::Signal(wait_for(&signals)));
+    });
+    let reason = drain_rx.recv().unwrap_or(DrainReason::AdminRequest);
+    drain(server, &config, &lifecycle, reason);
     ExitCode::SUCCESS
+}
+
+/// The drain: fail readiness, keep serving while the load balancer in front notices, then stop
+/// accepting and let calls in flight finish (bounded by --drain-timeout-ms).
+fn drain(server: Server, config: &Config, lifecycle: &Lifecycle, reason: DrainReason) {
+    lifecycle.draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        ?reason,
+        drain_delay_ms = config.drain_delay_ms,
+        drain_timeout_ms = config.drain_timeout_ms,
+        "draining: readiness now fails"
+    );
+    std::thread::sleep(Duration::from_millis(config.drain_delay_ms));
+    tracing::info!("draining: no longer accepting; finishing calls in flight");
+    server.shutdown();
+    tracing::info!("drained; exiting");
 }
 
 /// `ringway demo`: three pods, their DNS server and ringway on one machine, a short load, a

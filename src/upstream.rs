@@ -8,10 +8,11 @@
 //! with a timeout. Connect failures put the endpoint in exponential backoff so a dead pod costs
 //! one fast failure, not a connect timeout per call.
 //!
-//! h2 speaks tokio's `AsyncRead`/`AsyncWrite`; monoio's `poll-io` adapter (`into_poll_io`)
-//! provides them over the worker's own io_uring or epoll driver. The `h2-compat-io` cargo
-//! feature switches to `monoio-compat`'s owned-buffer wrapper instead; docs/benchmarks.md has
-//! the measurement that chose the default.
+//! h2 speaks tokio's `AsyncRead`/`AsyncWrite`. By default `monoio-compat` provides them with
+//! owned-buffer reads and writes submitted to the worker's own io_uring (or epoll); the
+//! `h2-poll-io` cargo feature uses monoio's `poll-io` adapter instead (readiness, then a read
+//! or write syscall). compat measured about 6% less proxy CPU per request
+//! (docs/benchmarks.md), so it is the default.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -30,9 +31,9 @@ use tracing::debug;
 use crate::endpoints::EndpointSet;
 use crate::error::Error;
 
-#[cfg(not(feature = "h2-compat-io"))]
+#[cfg(feature = "h2-poll-io")]
 type UpstreamIo = monoio::net::tcp::stream_poll::TcpStreamPoll;
-#[cfg(feature = "h2-compat-io")]
+#[cfg(not(feature = "h2-poll-io"))]
 type UpstreamIo = monoio_compat::TcpStreamCompat;
 
 /// Streams assumed available on a connection whose peer has not (yet) advertised
@@ -59,6 +60,35 @@ pub struct UpstreamConfig {
     pub reconnect_backoff_max: Duration,
     /// How long calls on an endpoint that left the set may run before its connections close.
     pub drain_timeout: Duration,
+    pub outlier: OutlierConfig,
+}
+
+/// Passive outlier ejection: an endpoint whose calls fail this many times in a row on a worker
+/// is taken out of that worker's rotation for `base_ejection × times ejected`, as long as no
+/// more than `max_ejection_percent` of the set is out at once.
+#[derive(Debug, Clone)]
+pub struct OutlierConfig {
+    /// Consecutive failures (connect failures, UNAVAILABLE statuses) that eject; 0 = off.
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+/// Upper bound on the ejection multiplier, so a flapping endpoint is retried at least every
+/// `base_ejection × EJECTION_MULTIPLIER_MAX`.
+const EJECTION_MULTIPLIER_MAX: u32 = 10;
+
+/// What one worker knows about one endpoint, for the admin page.
+#[derive(Debug, Clone)]
+pub struct EndpointStats {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub calls_in_flight: usize,
+    pub calls_total: u64,
+    pub failures_total: u64,
+    pub ejected: bool,
+    pub ejections_total: u32,
+    pub last_error: Option<String>,
 }
 
 /// A started upstream call: the response to await, the request body sink, and the stream slot,
@@ -75,6 +105,10 @@ pub struct Pool {
     endpoints: RefCell<HashMap<SocketAddr, Rc<EndpointConns>>>,
     /// The endpoint-set generation last reconciled with `endpoints`.
     generation: Cell<u64>,
+    /// Endpoints that left the set while connections to them were open, kept until those
+    /// close so an endpoint that returns (a readiness blip) gets its record, and its running
+    /// calls, back instead of having them cut by the drain timeout.
+    retired: RefCell<HashMap<SocketAddr, Rc<EndpointConns>>>,
 }
 
 struct EndpointConns {
@@ -84,12 +118,26 @@ struct EndpointConns {
     waiting: Cell<usize>,
     /// Woken when a stream slot frees up or a connection opens or closes.
     changed: Notify,
-    /// Set when the endpoint left the set: it takes no new calls, and its connections close
-    /// when their calls finish or the drain timeout passes, whichever is first.
-    retired: Notify,
+    /// Set while the endpoint is out of the set: it takes no new calls, and its connections
+    /// close when their calls finish or the drain timeout passes, whichever is first.
+    retired: Cell<bool>,
+    /// Woken when `retired` changes either way.
+    retired_changed: Notify,
+    /// Connections whose driver task is still running (the `conns` list drops them on retire).
+    live_connections: Cell<usize>,
     /// No connect attempt before this instant after a failure.
     backoff_until: Cell<Option<Instant>>,
+    /// The failure that started the backoff, repeated to calls refused during it: the cause
+    /// is what an operator needs to see, not the backoff.
+    backoff_cause: RefCell<Option<(std::io::ErrorKind, String)>>,
     backoff_next: Cell<Duration>,
+    calls_in_flight: Cell<usize>,
+    calls_total: Cell<u64>,
+    failures_total: Cell<u64>,
+    consecutive_failures: Cell<u32>,
+    ejected_until: Cell<Option<Instant>>,
+    ejections_total: Cell<u32>,
+    last_error: RefCell<Option<String>>,
 }
 
 struct Conn {
@@ -115,6 +163,10 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.conn.in_flight.set(self.conn.in_flight.get() - 1);
+        let endpoint = &self.endpoint;
+        endpoint
+            .calls_in_flight
+            .set(endpoint.calls_in_flight.get() - 1);
         self.endpoint.changed.notify_one();
     }
 }
@@ -125,23 +177,157 @@ impl Pool {
             config: Rc::new(config),
             endpoints: RefCell::new(HashMap::new()),
             generation: Cell::new(0),
+            retired: RefCell::new(HashMap::new()),
         }
     }
 
-    /// Retire the state of endpoints that left `set`, once per new generation: no call starts
-    /// on them any more, calls already running finish, and their connections then close.
-    pub fn reconcile(&self, set: &EndpointSet) {
+    /// Bring the pool in line with `set`, once per new generation: endpoints that left it are
+    /// retired (no call starts on them any more, calls already running finish, and their
+    /// connections then close); endpoints new to this worker are returned, so the caller can
+    /// warm a connection to each before calls need one.
+    pub fn reconcile(&self, set: &EndpointSet) -> Vec<SocketAddr> {
+        self.retired
+            .borrow_mut()
+            .retain(|_, endpoint| endpoint.live_connections.get() > 0);
         if self.generation.get() == set.generation {
-            return;
+            return Vec::new();
         }
         self.generation.set(set.generation);
-        self.endpoints.borrow_mut().retain(|addr, endpoint| {
+        let mut endpoints = self.endpoints.borrow_mut();
+        let mut retired = self.retired.borrow_mut();
+        endpoints.retain(|addr, endpoint| {
             let keep = set.endpoints.contains(addr);
             if !keep {
                 endpoint.retire();
+                retired.insert(*addr, endpoint.clone());
             }
             keep
         });
+        let mut new = Vec::new();
+        for addr in &set.endpoints {
+            if endpoints.contains_key(addr) {
+                continue;
+            }
+            match retired.remove(addr) {
+                Some(endpoint) => {
+                    endpoint.unretire();
+                    endpoints.insert(*addr, endpoint);
+                }
+                None => new.push(*addr),
+            }
+        }
+        new
+    }
+
+    /// Open a connection to `addr` ahead of its first call, if it has none and none is being
+    /// opened. Failures only count towards the endpoint's backoff.
+    pub async fn warm(&self, addr: SocketAddr) {
+        let endpoint = self.endpoint(addr);
+        if !endpoint.conns.borrow().is_empty() || endpoint.connecting.get() > 0 {
+            return;
+        }
+        if let Ok(conn) = self.connect(&endpoint).await {
+            // `connect` reserved a stream slot for a caller; there is none, so give it back.
+            drop(Lease { conn, endpoint });
+        }
+    }
+
+    /// This worker's calls in flight to `addr`.
+    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+        self.endpoints
+            .borrow()
+            .get(&addr)
+            .map_or(0, |e| e.calls_in_flight.get())
+    }
+
+    /// Whether `addr` is ejected at `now` by passive outlier detection on this worker.
+    pub fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.endpoints
+            .borrow()
+            .get(&addr)
+            .and_then(|e| e.ejected_until.get())
+            .is_some_and(|until| now < until)
+    }
+
+    /// Whether any endpoint might be ejected, so pickers can skip the per-endpoint check.
+    pub fn any_ejected(&self) -> bool {
+        self.endpoints
+            .borrow()
+            .values()
+            .any(|e| e.ejected_until.get().is_some())
+    }
+
+    /// Record a finished call's outcome for `addr`: `Err` with a reason when it failed in a
+    /// way that speaks about the endpoint's health (connect failure, UNAVAILABLE). Ejects the
+    /// endpoint after enough consecutive failures, unless `set_len` says too many are out.
+    pub fn record_outcome(&self, addr: SocketAddr, outcome: Result<(), String>, set_len: usize) {
+        let endpoints = self.endpoints.borrow();
+        let Some(endpoint) = endpoints.get(&addr) else {
+            return;
+        };
+        endpoint.calls_total.set(endpoint.calls_total.get() + 1);
+        let reason = match outcome {
+            Ok(()) => {
+                endpoint.consecutive_failures.set(0);
+                return;
+            }
+            Err(reason) => reason,
+        };
+        endpoint
+            .failures_total
+            .set(endpoint.failures_total.get() + 1);
+        let failures = endpoint.consecutive_failures.get() + 1;
+        endpoint.consecutive_failures.set(failures);
+        let outlier = &self.config.outlier;
+        let now = Instant::now();
+        let already_out = endpoint
+            .ejected_until
+            .get()
+            .is_some_and(|until| now < until);
+        if outlier.consecutive_failures > 0
+            && failures >= outlier.consecutive_failures
+            && !already_out
+        {
+            let ejected_now = endpoints
+                .values()
+                .filter(|e| e.ejected_until.get().is_some_and(|until| now < until))
+                .count();
+            // As in Envoy, one endpoint may always be ejected; beyond that, at most the
+            // configured share of the set.
+            let within_cap = ejected_now == 0
+                || (ejected_now + 1) * 100 <= set_len * outlier.max_ejection_percent as usize;
+            if within_cap {
+                let times = (endpoint.ejections_total.get() + 1).min(EJECTION_MULTIPLIER_MAX);
+                endpoint
+                    .ejections_total
+                    .set(endpoint.ejections_total.get() + 1);
+                endpoint
+                    .ejected_until
+                    .set(Some(now + outlier.base_ejection * times));
+                endpoint.consecutive_failures.set(0);
+                tracing::warn!(endpoint = %addr, failures, ejection_ms = (outlier.base_ejection * times).as_millis() as u64, reason = %reason, "endpoint ejected");
+            }
+        }
+        *endpoint.last_error.borrow_mut() = Some(reason);
+    }
+
+    /// This worker's view of every endpoint it has talked to.
+    pub fn stats(&self) -> Vec<EndpointStats> {
+        let now = Instant::now();
+        self.endpoints
+            .borrow()
+            .values()
+            .map(|e| EndpointStats {
+                addr: e.addr,
+                connections: e.conns.borrow().len(),
+                calls_in_flight: e.calls_in_flight.get(),
+                calls_total: e.calls_total.get(),
+                failures_total: e.failures_total.get(),
+                ejected: e.ejected_until.get().is_some_and(|until| now < until),
+                ejections_total: e.ejections_total.get(),
+                last_error: e.last_error.borrow().clone(),
+            })
+            .collect()
     }
 
     /// Start a call on `addr`: take a stream slot (connecting or waiting as needed, within the
@@ -196,9 +382,19 @@ impl Pool {
                     connecting: Cell::new(0),
                     waiting: Cell::new(0),
                     changed: Notify::new(),
-                    retired: Notify::new(),
+                    retired: Cell::new(false),
+                    retired_changed: Notify::new(),
+                    live_connections: Cell::new(0),
                     backoff_until: Cell::new(None),
+                    backoff_cause: RefCell::new(None),
                     backoff_next: Cell::new(self.config.reconnect_backoff),
+                    calls_in_flight: Cell::new(0),
+                    calls_total: Cell::new(0),
+                    failures_total: Cell::new(0),
+                    consecutive_failures: Cell::new(0),
+                    ejected_until: Cell::new(None),
+                    ejections_total: Cell::new(0),
+                    last_error: RefCell::new(None),
                 })
             })
             .clone()
@@ -211,6 +407,12 @@ impl Pool {
         wait_deadline: Instant,
     ) -> Result<Rc<Conn>, Error> {
         loop {
+            if endpoint.retired.get() {
+                return Err(Error::Connect(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "endpoint left the set while the call waited",
+                )));
+            }
             // One connect at a time per endpoint: calls arriving while it is under way wait for
             // it, since one connection takes many streams. A burst on a cold pool then opens one
             // connection, not one per call.
@@ -238,10 +440,12 @@ impl Pool {
     async fn connect(&self, endpoint: &Rc<EndpointConns>) -> Result<Rc<Conn>, Error> {
         if let Some(until) = endpoint.backoff_until.get() {
             if Instant::now() < until {
-                return Err(Error::Connect(std::io::Error::new(
+                debug!(endpoint = %endpoint.addr, "endpoint in reconnect backoff");
+                let (kind, cause) = endpoint.backoff_cause.borrow().clone().unwrap_or((
                     std::io::ErrorKind::ConnectionRefused,
-                    "endpoint in reconnect backoff after a failed connect",
-                )));
+                    "in reconnect backoff after a failed connect".into(),
+                ));
+                return Err(Error::Connect(std::io::Error::new(kind, cause)));
             }
         }
         endpoint.connecting.set(endpoint.connecting.get() + 1);
@@ -252,7 +456,7 @@ impl Pool {
         let (send, connection) = match result {
             Ok(pair) => pair,
             Err(e) => {
-                endpoint.note_connect_failure(&self.config);
+                endpoint.note_connect_failure(&self.config, &e);
                 debug!(endpoint = %endpoint.addr, error = %e, "upstream connect failed");
                 return Err(e);
             }
@@ -265,7 +469,13 @@ impl Pool {
             in_flight: Cell::new(1),
             closed: closed.clone(),
         });
+        endpoint
+            .calls_in_flight
+            .set(endpoint.calls_in_flight.get() + 1);
         endpoint.conns.borrow_mut().push(conn.clone());
+        endpoint
+            .live_connections
+            .set(endpoint.live_connections.get() + 1);
         monoio::spawn(drive_connection(
             connection,
             endpoint.clone(),
@@ -283,10 +493,16 @@ impl EndpointConns {
         let conns = self.conns.borrow();
         let conn = conns.iter().find(|c| c.has_slot())?;
         conn.in_flight.set(conn.in_flight.get() + 1);
+        self.calls_in_flight.set(self.calls_in_flight.get() + 1);
         Some(conn.clone())
     }
 
-    fn note_connect_failure(&self, config: &UpstreamConfig) {
+    fn note_connect_failure(&self, config: &UpstreamConfig, error: &Error) {
+        *self.backoff_cause.borrow_mut() = Some(match error {
+            Error::Connect(e) => (e.kind(), e.to_string()),
+            Error::ConnectTimeout => (std::io::ErrorKind::TimedOut, "connect timeout".into()),
+            other => (std::io::ErrorKind::Other, other.to_string()),
+        });
         let delay = self.backoff_next.get();
         self.backoff_until.set(Some(Instant::now() + delay));
         self.backoff_next
@@ -298,8 +514,34 @@ impl EndpointConns {
         // Dropping the pool's handles lets h2 close each connection (GOAWAY) as soon as its last
         // call ends; the drain timer in `drive_connection` bounds calls that never end.
         self.conns.borrow_mut().clear();
-        self.retired.notify_waiters();
+        self.retired.set(true);
+        self.retired_changed.notify_waiters();
+        // Calls queued for a slot here must go elsewhere, not open a connection to it.
         self.changed.notify_waiters();
+    }
+
+    /// The endpoint is back in the set: its draining connections are no longer cut. They keep
+    /// serving the calls they carry and close when idle; new calls open new connections.
+    fn unretire(&self) {
+        debug!(endpoint = %self.addr, "endpoint is back in the set");
+        self.retired.set(false);
+        self.retired_changed.notify_waiters();
+    }
+
+    /// Wait until the endpoint has been out of the set for `drain_timeout` without a break.
+    async fn drained(&self, drain_timeout: Duration) {
+        loop {
+            while !self.retired.get() {
+                self.retired_changed.notified().await;
+            }
+            let timed_out = monoio::select! {
+                _ = monoio::time::sleep(drain_timeout) => true,
+                _ = self.retired_changed.notified() => false,
+            };
+            if timed_out && self.retired.get() {
+                return;
+            }
+        }
     }
 
     fn remove_closed(&self) {
@@ -339,14 +581,14 @@ async fn connect(
         .map_err(|e| Error::Connect(std::io::Error::other(e)))
 }
 
-#[cfg(not(feature = "h2-compat-io"))]
+#[cfg(feature = "h2-poll-io")]
 fn into_upstream_io(stream: TcpStream) -> Result<UpstreamIo, Error> {
     stream
         .try_into_poll_io()
         .map_err(|(e, _)| Error::Connect(e))
 }
 
-#[cfg(feature = "h2-compat-io")]
+#[cfg(not(feature = "h2-poll-io"))]
 fn into_upstream_io(stream: TcpStream) -> Result<UpstreamIo, Error> {
     Ok(monoio_compat::TcpStreamCompat::new(stream))
 }
@@ -369,10 +611,7 @@ async fn drive_connection(
             None => (&mut connection).await.map_err(|e| e.to_string()),
         }
     };
-    let drained = async {
-        endpoint.retired.notified().await;
-        monoio::time::sleep(config.drain_timeout).await;
-    };
+    let drained = endpoint.drained(config.drain_timeout);
     let outcome = monoio::select! {
         outcome = run => outcome,
         _ = drained => Err("endpoint left the set and the drain timeout passed".to_string()),
@@ -381,6 +620,9 @@ async fn drive_connection(
         debug!(endpoint = %endpoint.addr, error = %reason, "upstream connection ended");
     }
     closed.set(true);
+    endpoint
+        .live_connections
+        .set(endpoint.live_connections.get() - 1);
     endpoint.remove_closed();
     endpoint.changed.notify_waiters();
 }

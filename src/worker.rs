@@ -15,18 +15,24 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::access_log::{Sink, WorkerLog};
 use crate::config::{Config, DownstreamLimits, IoDriver};
 use crate::connection;
 use crate::cors::CorsPolicy;
-use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus};
-use crate::endpoints::{EndpointDirectory, RoundRobin};
-use crate::upstream::Pool;
+use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus, StatusReader};
+use crate::endpoints::{Balancer, EndpointDirectory, EndpointSet};
+use crate::health::{self, HealthChecker, HealthTable};
+use crate::stats::WorkerStats;
+use crate::upstream::{EndpointStats, Pool};
 
 /// What one worker's connections share: read-only settings and the worker's own upstream pool.
 pub struct WorkerContext {
@@ -34,9 +40,54 @@ pub struct WorkerContext {
     pub limits: DownstreamLimits,
     pub cors: CorsPolicy,
     pub directory: Arc<EndpointDirectory>,
-    pub balancer: RoundRobin,
+    pub health: Arc<HealthTable>,
+    pub balancer: Balancer,
     pub pool: Pool,
     pub retries: RetryBudget,
+    pub warm_connections: bool,
+    /// This worker's counters; only this worker writes them.
+    pub stats: Arc<WorkerStats>,
+    /// Set when the drain began: connections finish their current request and close.
+    pub draining: Cell<bool>,
+    /// Wakes idle keep-alive connections when the drain begins, so they close at once.
+    pub drain_started: tokio::sync::Notify,
+    /// This worker's access log buffer, when the log is on.
+    pub access_log: std::cell::RefCell<Option<WorkerLog>>,
+    /// This worker's per-endpoint view, republished by `housekeeping` for readers off the
+    /// worker (the admin page); the request path never touches it.
+    pub endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
+}
+
+impl WorkerContext {
+    /// Apply a new endpoint set to this worker's pool and warm connections to new endpoints
+    /// in the background.
+    pub fn reconcile(self: &Rc<Self>, set: &EndpointSet) {
+        for addr in self.pool.reconcile(set) {
+            if self.warm_connections {
+                let context = self.clone();
+                monoio::spawn(async move { context.pool.warm(addr).await });
+            }
+        }
+    }
+}
+
+/// How often a worker looks for a new endpoint set without waiting for a call, and republishes
+/// its endpoint statistics every fourth time.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Per-worker background work off the request path: pick up endpoint-set changes even when
+/// idle (so new endpoints are warmed and removed ones drained promptly), and publish stats.
+async fn housekeeping(context: Rc<WorkerContext>) {
+    for tick in 0u64.. {
+        context.reconcile(&context.directory.snapshot());
+        if tick % 4 == 0 {
+            context.endpoint_stats.store(Arc::new(context.pool.stats()));
+        }
+        if let Some(log) = context.access_log.borrow_mut().as_mut() {
+            log.hand_over();
+        }
+        monoio::time::sleep(HOUSEKEEPING_INTERVAL).await;
+    }
 }
 
 /// Bounds on retrying calls the upstream provably did not process, per worker: at most
@@ -106,6 +157,27 @@ pub struct RetryGuard {
     _active: ActiveGuard,
 }
 
+/// What a worker shares with the rest of the process: read-only snapshots it reads, and the
+/// one it publishes.
+struct WorkerShared {
+    directory: Arc<EndpointDirectory>,
+    health: Arc<HealthTable>,
+    endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
+    stats: Arc<WorkerStats>,
+    access_log: Option<Sink>,
+}
+
+/// What readers off the workers (the admin page) may look at: published snapshots and
+/// single-writer counters, never a worker's own state.
+#[derive(Clone)]
+pub struct ServerView {
+    pub directory: Arc<EndpointDirectory>,
+    pub health: Arc<HealthTable>,
+    pub worker_stats: Vec<Arc<WorkerStats>>,
+    pub endpoint_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
+    pub discovery: Option<StatusReader>,
+}
+
 /// The io driver actually in use, after `auto` was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedDriver {
@@ -120,6 +192,12 @@ pub struct Server {
     directory: Arc<EndpointDirectory>,
     /// The DNS control plane, when any upstream target is a name; dropping it stops it.
     discovery: Option<DiscoveryHandle>,
+    /// Active health checks, when on; dropping it stops them.
+    _health_checker: Option<HealthChecker>,
+    health: Arc<HealthTable>,
+    /// Each worker's latest per-endpoint view (republished about every second).
+    worker_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
+    counters: Vec<Arc<WorkerStats>>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -153,12 +231,28 @@ impl Server {
         } else {
             Vec::new()
         };
+        let access_log_sink = Sink::start(&config.access_log)?;
+        let health = Arc::new(HealthTable::default());
+        let health_checker = health::spawn(
+            config.health_config(),
+            directory.clone(),
+            health.clone(),
+            config.upstream_config(),
+        )?;
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::with_capacity(worker_count);
+        let mut worker_stats = Vec::with_capacity(worker_count);
+        let mut counters = Vec::with_capacity(worker_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             let config = config.clone();
             let directory = directory.clone();
+            let health = health.clone();
             let stop_rx = stop_rx.clone();
+            let endpoint_stats = Arc::new(ArcSwap::from_pointee(Vec::new()));
+            worker_stats.push(endpoint_stats.clone());
+            let stats = Arc::new(WorkerStats::default());
+            counters.push(stats.clone());
+            let access_log = access_log_sink.clone();
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let handle = std::thread::Builder::new()
                 .name(format!("ringway-w{index}"))
@@ -172,7 +266,20 @@ impl Server {
                             );
                         }
                     }
-                    let result = run_worker(index, driver, &config, listener, directory, stop_rx);
+                    let result = run_worker(
+                        index,
+                        driver,
+                        &config,
+                        listener,
+                        WorkerShared {
+                            directory,
+                            health,
+                            endpoint_stats,
+                            stats,
+                            access_log,
+                        },
+                        stop_rx,
+                    );
                     if let Err(e) = result {
                         tracing::error!(worker = index, error = %e, "worker failed");
                     }
@@ -191,6 +298,10 @@ impl Server {
             driver,
             directory,
             discovery,
+            _health_checker: health_checker,
+            health,
+            worker_stats,
+            counters,
             stop,
             workers,
         })
@@ -209,12 +320,35 @@ impl Server {
         &self.directory
     }
 
+    /// Each worker's per-endpoint view (state, in-flight, totals, last error), as last
+    /// published by the worker (about every second).
+    pub fn endpoint_stats(&self) -> Vec<Arc<Vec<EndpointStats>>> {
+        self.worker_stats.iter().map(|s| s.load_full()).collect()
+    }
+
+    /// What the admin page reads.
+    pub fn view(&self) -> ServerView {
+        ServerView {
+            directory: self.directory.clone(),
+            health: self.health.clone(),
+            worker_stats: self.counters.clone(),
+            endpoint_stats: self.worker_stats.clone(),
+            discovery: self.discovery.as_ref().map(DiscoveryHandle::status_reader),
+        }
+    }
+
+    /// The endpoints currently failing active health checks.
+    pub fn unhealthy_endpoints(&self) -> Arc<std::collections::HashSet<SocketAddr>> {
+        self.health.unhealthy()
+    }
+
     /// What DNS discovery last saw, per target; `None` when every target is static.
     pub fn discovery_status(&self) -> Option<Arc<DiscoveryStatus>> {
         self.discovery.as_ref().map(DiscoveryHandle::status)
     }
 
-    /// Stop accepting, close the workers' connections and join the threads.
+    /// Stop accepting, let each worker's connections finish their calls (keep-alive clients are
+    /// told `Connection: close`, idle ones closed) for up to `--drain-timeout-ms`, then join.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
@@ -281,31 +415,48 @@ fn run_worker(
     driver: ResolvedDriver,
     config: &Config,
     listener: StdTcpListener,
-    directory: Arc<EndpointDirectory>,
+    shared: WorkerShared,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let WorkerShared {
+        directory,
+        health,
+        endpoint_stats,
+        stats,
+        access_log,
+    } = shared;
     let context = Rc::new(WorkerContext {
         index,
         limits: config.downstream_limits(),
         cors: config.cors_policy(),
         directory,
-        balancer: RoundRobin::new(index),
+        health,
+        balancer: Balancer::new(config.lb, config.all_unhealthy, index),
         pool: Pool::new(config.upstream_config()),
         retries: RetryBudget::new(config.retry_attempts_max, config.retry_budget_percent),
+        warm_connections: config.warm_connections,
+        endpoint_stats,
+        stats,
+        draining: Cell::new(false),
+        drain_started: tokio::sync::Notify::new(),
+        access_log: std::cell::RefCell::new(
+            access_log.map(|sink| WorkerLog::new(sink, config.access_log_format)),
+        ),
     });
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     match driver {
         ResolvedDriver::Uring => {
             let mut runtime = RuntimeBuilder::<IoUringDriver>::new()
                 .with_entries(config.uring_entries)
                 .enable_timer()
                 .build()?;
-            runtime.block_on(accept_loop(listener, context, stop))
+            runtime.block_on(accept_loop(listener, context, stop, drain_timeout))
         }
         ResolvedDriver::Epoll => {
             let mut runtime = RuntimeBuilder::<LegacyDriver>::new()
                 .enable_timer()
                 .build()?;
-            runtime.block_on(accept_loop(listener, context, stop))
+            runtime.block_on(accept_loop(listener, context, stop, drain_timeout))
         }
     }
 }
@@ -314,12 +465,14 @@ async fn accept_loop(
     listener: StdTcpListener,
     context: Rc<WorkerContext>,
     mut stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
 ) -> io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
+    monoio::spawn(housekeeping(context.clone()));
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -331,8 +484,37 @@ async fn accept_loop(
             // so the loop does not spin while the condition lasts.
             Err(e) => {
                 debug!(worker = context.index, error = %e, "accept failed");
-                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+                monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+    drop(listener);
+    drain(&context, drain_timeout).await;
+    if let Some(log) = context.access_log.borrow_mut().as_mut() {
+        log.hand_over();
+    }
+    Ok(())
+}
+
+/// How often a draining worker checks whether its connections are gone.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Tell this worker's connections to finish, and wait for them up to `timeout`.
+async fn drain(context: &WorkerContext, timeout: Duration) {
+    context.draining.set(true);
+    context.drain_started.notify_waiters();
+    let deadline = std::time::Instant::now() + timeout;
+    while context.stats.connections_active.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(DRAIN_POLL_INTERVAL).await;
+    }
+    let left = context.stats.connections_active.get();
+    if left > 0 {
+        tracing::warn!(
+            worker = context.index,
+            connections = left,
+            "drain timeout: closing connections with calls still running"
+        );
+    } else {
+        debug!(worker = context.index, "drained");
     }
 }

@@ -32,13 +32,14 @@ fn unreachable_upstream_is_unavailable() {
                 "upstream connect error: Connection refused (os error 111)"
             )
         );
-        // The endpoint is now in reconnect backoff: failed fast, same status, same connection.
+        // The endpoint is now in reconnect backoff: failed fast, same status, same connection,
+        // and the message still names the cause rather than the backoff.
         client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"m")));
         assert_eq!(
             client.read_response().head,
             trailers_only_head(
                 14,
-                "upstream connect error: endpoint in reconnect backoff after a failed connect"
+                "upstream connect error: Connection refused (os error 111)"
             )
         );
     });

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use ringway_load::load::{self, CallKind, LoadConfig, Mode, Snapshot};
+use ringway_load::load::{self, CallKind, IoDriver, LoadConfig, Mode, Snapshot};
 
 /// Exit code when `--check-balance` fails (1 is left to errors that stop the run).
 pub const EXIT_IMBALANCED: i32 = 3;
@@ -83,6 +83,16 @@ pub struct RunArgs {
     /// Write an SVG chart of each pod's share over time to this file [default: none].
     #[arg(long, env = "RINGWAY_LOAD_RUN_CHART")]
     chart: Option<PathBuf>,
+    /// io driver of the load threads: auto (io_uring if available, else epoll), uring, epoll.
+    #[arg(long, env = "RINGWAY_LOAD_RUN_IO_DRIVER", value_enum, default_value_t = DriverArg::Auto)]
+    io_driver: DriverArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DriverArg {
+    Auto,
+    Uring,
+    Epoll,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -105,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             bail!("--check-balance must be a ratio of at least 1.0");
         }
     }
+    raise_open_files_limit(config.connections as u64 + OPEN_FILES_SPARE);
     install_interrupt_handler()?;
     let handle = load::start(config.clone()).context("starting the load")?;
     let progress = std::io::stderr().is_terminal();
@@ -189,6 +200,11 @@ fn config(args: &RunArgs) -> anyhow::Result<LoadConfig> {
         backend_header: args.backend_header.clone(),
         window: args.window,
         call_timeout: args.call_timeout,
+        io_driver: match args.io_driver {
+            DriverArg::Auto => IoDriver::Auto,
+            DriverArg::Uring => IoDriver::Uring,
+            DriverArg::Epoll => IoDriver::Epoll,
+        },
     };
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
@@ -253,6 +269,35 @@ fn parse_metadata(text: &str) -> Result<(String, String), String> {
     let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
     load::wire::check_metadata(&name, &value)?;
     Ok((name, value))
+}
+
+/// File descriptors wanted beyond one per connection (stdio, io_uring rings, output files).
+const OPEN_FILES_SPARE: u64 = 64;
+
+/// Raises the soft open-files limit towards `wanted` (up to the hard limit), so 10 000
+/// connections do not fail as `connect` errors (EMFILE) under the usual soft limit of 1024.
+fn raise_open_files_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    if limit.rlim_cur < wanted {
+        eprintln!(
+            "warning: open files limited to {} (hard limit); some of the connections will fail \
+             as `connect` errors; raise it with ulimit -n",
+            limit.rlim_cur
+        );
+    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -22,11 +22,15 @@ pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Start ringway on 127.0.0.1:0 with one worker, the given driver and upstreams, plus extra flags.
 pub fn start_proxy(driver: &str, upstreams: &[SocketAddr], extra: &[&str]) -> Server {
-    let upstream = upstreams
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let upstreams: Vec<String> = upstreams.iter().map(|a| a.to_string()).collect();
+    let upstreams: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+    start_proxy_targets(driver, &upstreams, extra)
+}
+
+/// Like [`start_proxy`], with upstream targets as text, so names (`user-service:9001`, resolved
+/// by DNS discovery) may be given as well as addresses.
+pub fn start_proxy_targets(driver: &str, upstreams: &[&str], extra: &[&str]) -> Server {
+    let upstream = upstreams.join(",");
     let mut args = vec![
         "ringway",
         "--listen",

@@ -66,6 +66,19 @@ pub struct LoadConfig {
     pub window: Duration,
     /// Longest time one call may take, connect included, before it counts as `timeout`.
     pub call_timeout: Duration,
+    /// Which io driver the threads' monoio runtimes use.
+    pub io_driver: IoDriver,
+}
+
+/// The io driver of the load threads: io_uring where the kernel allows it, else epoll; or
+/// either one forced (tests run both, as monoio's CI does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoDriver {
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
 }
 
 impl Default for LoadConfig {
@@ -85,6 +98,7 @@ impl Default for LoadConfig {
             backend_header: "x-backend".to_owned(),
             window: Duration::from_secs(1),
             call_timeout: Duration::from_secs(10),
+            io_driver: IoDriver::Auto,
         }
     }
 }
@@ -168,6 +182,7 @@ pub struct ConfigSummary {
     pub backend_header: String,
     pub window_s: f64,
     pub call_timeout_s: f64,
+    pub io_driver: IoDriver,
 }
 
 /// Latency percentiles of successful calls, in microseconds.
@@ -274,11 +289,14 @@ pub fn start(config: LoadConfig) -> io::Result<LoadHandle> {
 }
 
 impl LoadHandle {
-    /// Totals so far and the windows completed so far (workers flush every
-    /// [`worker::FLUSH_INTERVAL`], so the totals lag by at most that).
+    /// Totals so far and the windows completed so far (threads flush every 100 ms, so the
+    /// totals lag by about that, and a window is listed once that lag has passed after its end).
     pub fn snapshot(&self) -> Snapshot {
         let elapsed = self.started.elapsed();
-        let completed = (elapsed.as_nanos() / self.config.window.as_nanos()) as u64;
+        // A window is complete once its end is older than the threads' flush lag (twice the
+        // interval, for a thread that is late to its tick); before that its counts still grow.
+        let settled = elapsed.saturating_sub(worker::FLUSH_INTERVAL * 2);
+        let completed = (settled.as_nanos() / self.config.window.as_nanos()) as u64;
         let completed = match self.config.duration {
             Some(duration) => completed.min(stats::window_count(duration, self.config.window)),
             None => completed,

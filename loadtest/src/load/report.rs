@@ -61,6 +61,7 @@ pub(crate) fn build(
             backend_header: config.backend_header.clone(),
             window_s: config.window.as_secs_f64(),
             call_timeout_s: config.call_timeout.as_secs_f64(),
+            io_driver: config.io_driver,
         },
         duration,
         calls_ok: tally.calls_ok,
@@ -150,15 +151,19 @@ impl Report {
         let _ = writeln!(out, "  connects     {:>14}", count(self.connects));
         let _ = writeln!(out);
         let l = &self.latency_us;
-        let _ = writeln!(
-            out,
-            "  latency (successful calls)  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-            micros(l.p50),
-            micros(l.p90),
-            micros(l.p99),
-            micros(l.p999),
-            micros(l.max)
-        );
+        if self.calls_ok == 0 {
+            let _ = writeln!(out, "  latency: no successful calls");
+        } else {
+            let _ = writeln!(
+                out,
+                "  latency (successful calls)  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                micros(l.p50),
+                micros(l.p90),
+                micros(l.p99),
+                micros(l.p999),
+                micros(l.max)
+            );
+        }
         if !self.errors_by_kind.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(out, "  errors by kind");
@@ -186,13 +191,8 @@ impl Report {
             .max()
             .unwrap_or(0)
             .max(24);
-        let _ = writeln!(
-            out,
-            "  per pod ({}){:pad$}  calls     share",
-            self.config.backend_header,
-            "",
-            pad = width.saturating_sub(self.config.backend_header.len() + 10) + 6
-        );
+        let _ = writeln!(out, "  per pod ({})", self.config.backend_header);
+        let _ = writeln!(out, "    {:<width$} {:>14}  {:>7}", "pod", "calls", "share");
         for (pod, n) in &self.per_pod {
             let _ = writeln!(
                 out,

@@ -181,11 +181,45 @@ pub fn encode_request(
     bytes
 }
 
+/// The response's content type, classified once while parsing the head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContentType {
+    /// `application/grpc-web`, with or without `+subtype` or parameters.
+    GrpcWeb,
+    /// `application/grpc-web-text`, likewise.
+    GrpcWebText,
+    /// Anything else, or no content type.
+    #[default]
+    Other,
+}
+
+impl ContentType {
+    pub fn classify(value: &str) -> ContentType {
+        // "application/grpc-web-text" also starts with "application/grpc-web", so the byte after
+        // the prefix must end it: nothing, '+' (subtype) or ';' (parameters). Compared as bytes:
+        // slicing the str could split a multi-byte character.
+        let has = |expected: &str| {
+            let value = value.as_bytes();
+            value
+                .get(..expected.len())
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(expected.as_bytes()))
+                && matches!(value.get(expected.len()), None | Some(b'+' | b';'))
+        };
+        if has("application/grpc-web") {
+            ContentType::GrpcWeb
+        } else if has("application/grpc-web-text") {
+            ContentType::GrpcWebText
+        } else {
+            ContentType::Other
+        }
+    }
+}
+
 /// What the parser needs from the response head.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Head {
     pub status: u16,
-    pub content_type: Option<String>,
+    pub content_type: ContentType,
     /// The backend header's value (`--backend-header`), the pod that served the call.
     pub pod: Option<String>,
     /// `grpc-status` in the headers: a trailers-only response (or a misbehaving server).
@@ -232,6 +266,8 @@ pub struct ResponseParser {
     state: State,
     head: Head,
     body: Vec<u8>,
+    /// The previous response's pod string, kept so the next one reuses its allocation.
+    spare_pod: String,
 }
 
 impl ResponseParser {
@@ -241,12 +277,16 @@ impl ResponseParser {
             state: State::Head,
             head: Head::default(),
             body: Vec::new(),
+            spare_pod: String::new(),
         }
     }
 
     /// Prepares for the next response on the connection, keeping the body's allocation.
     pub fn reset(&mut self) {
         self.state = State::Head;
+        if let Some(pod) = self.head.pod.take() {
+            self.spare_pod = pod;
+        }
         self.head = Head::default();
         self.body.clear();
     }
@@ -358,11 +398,14 @@ impl ResponseParser {
                     }
                 }
             } else if name.eq_ignore_ascii_case("content-type") {
-                head.content_type = Some(value.to_owned());
+                head.content_type = ContentType::classify(value);
             } else if name.eq_ignore_ascii_case("grpc-status") {
                 head.grpc_status = Some(value.to_owned());
             } else if name.eq_ignore_ascii_case(&self.backend_header) && head.pod.is_none() {
-                head.pod = Some(value.to_owned());
+                let mut pod = std::mem::take(&mut self.spare_pod);
+                pod.clear();
+                pod.push_str(value);
+                head.pod = Some(pod);
             }
         }
         if chunked && content_length.is_some() {
@@ -532,60 +575,51 @@ fn parse_hex(bytes: &[u8]) -> Option<u64> {
 /// The one outcome of a call whose HTTP response is complete: `Ok` or the error kind, plus the
 /// pod that answered (from the headers, else from the trailer frame).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Verdict<'a> {
     pub result: Result<(), ErrorKind>,
-    pub pod: Option<String>,
+    pub pod: Option<&'a str>,
 }
 
 /// Judges a complete response: HTTP status, content type, then the gRPC-Web body (decoded from
 /// base64 in text mode into `scratch`), then grpc-status from the trailer frame or, for a
 /// trailers-only response, the headers. A unary call must carry exactly one message.
-pub fn judge(
-    head: &Head,
-    body: &[u8],
+pub fn judge<'a>(
+    head: &'a Head,
+    body: &'a [u8],
     mode: Mode,
     call: CallKind,
     backend_header: &str,
-    scratch: &mut Vec<u8>,
-) -> Verdict {
-    let mut pod = head.pod.clone();
+    scratch: &'a mut Vec<u8>,
+) -> Verdict<'a> {
+    let mut pod = head.pod.as_deref();
     let result = judge_inner(head, body, mode, call, backend_header, scratch, &mut pod);
     Verdict { result, pod }
 }
 
-fn judge_inner(
-    head: &Head,
-    body: &[u8],
+fn judge_inner<'a>(
+    head: &'a Head,
+    body: &'a [u8],
     mode: Mode,
     call: CallKind,
     backend_header: &str,
-    scratch: &mut Vec<u8>,
-    pod: &mut Option<String>,
+    scratch: &'a mut Vec<u8>,
+    pod: &mut Option<&'a str>,
 ) -> Result<(), ErrorKind> {
     if head.status != 200 {
         return Err(ErrorKind::HttpStatus(head.status));
     }
-    let content_type = head.content_type.as_deref().unwrap_or("");
     let expected = match mode {
-        Mode::Binary => "application/grpc-web",
-        Mode::Text => "application/grpc-web-text",
+        Mode::Binary => ContentType::GrpcWeb,
+        Mode::Text => ContentType::GrpcWebText,
     };
-    // "application/grpc-web-text" also starts with "application/grpc-web", so check the
-    // character after the prefix: end, '+' (subtype) or ';' (parameters).
-    let type_ok = content_type.len() >= expected.len()
-        && content_type[..expected.len()].eq_ignore_ascii_case(expected)
-        && matches!(
-            content_type.as_bytes().get(expected.len()),
-            None | Some(b'+' | b';')
-        );
-    if !type_ok {
+    if head.content_type != expected {
         return Err(ErrorKind::Malformed);
     }
-    let frames = match mode {
+    let frames: &'a [u8] = match mode {
         Mode::Binary => body,
         Mode::Text => {
             decode_text(body, scratch)?;
-            scratch.as_slice()
+            scratch
         }
     };
     let parsed = parse_frames(frames, backend_header)?;
@@ -633,16 +667,16 @@ pub fn decode_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), ErrorKind> {
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Frames {
+struct Frames<'a> {
     messages: u64,
     trailer_frame: bool,
     trailer_status: Option<u32>,
-    trailer_pod: Option<String>,
+    trailer_pod: Option<&'a str>,
 }
 
 /// Walks gRPC-Web frames (1-byte flag, 4-byte big-endian length): data frames (flag 0, or 1 for
 /// a compressed message), then at most one trailer frame (flag 0x80) which must be last.
-fn parse_frames(mut body: &[u8], backend_header: &str) -> Result<Frames, ErrorKind> {
+fn parse_frames<'a>(mut body: &'a [u8], backend_header: &str) -> Result<Frames<'a>, ErrorKind> {
     let mut frames = Frames::default();
     while !body.is_empty() {
         if frames.trailer_frame || body.len() < 5 {
@@ -666,10 +700,10 @@ fn parse_frames(mut body: &[u8], backend_header: &str) -> Result<Frames, ErrorKi
 
 /// Parses a trailer frame's `name:value\r\n` lines (HTTP/1 header syntax, per the gRPC-Web
 /// spec); the last line may lack its CRLF.
-fn parse_trailers(
-    payload: &[u8],
+fn parse_trailers<'a>(
+    payload: &'a [u8],
     backend_header: &str,
-    frames: &mut Frames,
+    frames: &mut Frames<'a>,
 ) -> Result<(), ErrorKind> {
     let text = std::str::from_utf8(payload).map_err(|_| ErrorKind::Malformed)?;
     let text = text.strip_suffix("\r\n").unwrap_or(text);
@@ -691,7 +725,7 @@ fn parse_trailers(
             }
             frames.trailer_status = Some(parse_grpc_status(value)?);
         } else if name.eq_ignore_ascii_case(backend_header) && frames.trailer_pod.is_none() {
-            frames.trailer_pod = Some(value.to_owned());
+            frames.trailer_pod = Some(value);
         }
     }
     Ok(())
@@ -749,24 +783,29 @@ mod tests {
         out
     }
 
-    fn verdict(raw: &[u8], mode: Mode, call: CallKind) -> Verdict {
+    /// A verdict that owns its pod, so it can outlive the parser.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Owned {
+        result: Result<(), ErrorKind>,
+        pod: Option<String>,
+    }
+
+    fn verdict(raw: &[u8], mode: Mode, call: CallKind) -> Owned {
         let parser = match parse_in_steps(raw, 7) {
             Ok(parser) => parser,
             Err(kind) => {
-                return Verdict {
+                return Owned {
                     result: Err(kind),
                     pod: None,
                 }
             }
         };
-        judge(
-            parser.head(),
-            parser.body(),
-            mode,
-            call,
-            POD,
-            &mut Vec::new(),
-        )
+        let mut scratch = Vec::new();
+        let verdict = judge(parser.head(), parser.body(), mode, call, POD, &mut scratch);
+        Owned {
+            result: verdict.result,
+            pod: verdict.pod.map(str::to_owned),
+        }
     }
 
     fn binary(raw: &[u8]) -> Result<(), ErrorKind> {
@@ -789,19 +828,20 @@ mod tests {
             assert_eq!(parser.head().status, 200);
             assert!(parser.head().keep_alive);
             assert_eq!(parser.body(), body.as_slice());
+            let mut scratch = Vec::new();
             let verdict = judge(
                 parser.head(),
                 parser.body(),
                 Mode::Binary,
                 CallKind::Unary,
                 POD,
-                &mut Vec::new(),
+                &mut scratch,
             );
             assert_eq!(
                 verdict,
                 Verdict {
                     result: Ok(()),
-                    pod: Some("pod-3".into())
+                    pod: Some("pod-3")
                 }
             );
         }
@@ -964,6 +1004,9 @@ mod tests {
     fn wrong_content_type_is_malformed() {
         let body = ok_body();
         for content_type in [
+            // Found by fuzzing: a multi-byte character across the prefix's end.
+            "applicatio./grpc-web+pro\u{513}ength",
+            "application/grpc-w\u{e9}b",
             "text/plain",
             "application/grpc",
             "application/grpc-webx",
@@ -976,7 +1019,14 @@ mod tests {
                 ),
                 &body,
             );
-            assert_eq!(binary(&raw), Err(ErrorKind::Malformed), "{content_type:?}");
+            for mode in [Mode::Binary, Mode::Text] {
+                let result = verdict(&raw, mode, CallKind::Unary).result;
+                assert_eq!(
+                    result,
+                    Err(ErrorKind::Malformed),
+                    "{content_type:?} {mode:?}"
+                );
+            }
         }
         // Binary body labelled text and the reverse.
         let raw = response(&grpc_head(body.len()), &body);
@@ -1091,7 +1141,7 @@ mod tests {
         // The pod comes from the trailer frame when the headers do not name it.
         assert_eq!(
             verdict,
-            Verdict {
+            Owned {
                 result: Ok(()),
                 pod: Some("pod-9".into())
             }

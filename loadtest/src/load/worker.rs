@@ -19,12 +19,12 @@ use hdrhistogram::Histogram;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio::{FusionDriver, RuntimeBuilder};
+use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::debug;
 
 use super::stats::{self, Tally};
 use super::wire::{self, ErrorKind, Progress, ResponseParser};
-use super::{lock, LoadConfig, Shared, STOP_GRACE};
+use super::{lock, IoDriver, LoadConfig, Shared, STOP_GRACE};
 
 /// How often a thread moves its counters into the shared tally the snapshot reads.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -118,18 +118,6 @@ pub(crate) fn run(
     started: Instant,
     ready: Sender<io::Result<()>>,
 ) -> WorkerResult {
-    let runtime = RuntimeBuilder::<FusionDriver>::new().enable_timer().build();
-    let mut runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            let _ = ready.send(Err(error));
-            return WorkerResult {
-                histogram: stats::latency_histogram(),
-                ended_at: Instant::now(),
-            };
-        }
-    };
-    let _ = ready.send(Ok(()));
     let deadline = plan.config.duration.map(|duration| started + duration);
     let local = Rc::new(Local {
         request: Bytes::copy_from_slice(&plan.request),
@@ -142,7 +130,37 @@ pub(crate) fn run(
         tally: RefCell::new(Tally::default()),
         histogram: RefCell::new(stats::latency_histogram()),
     });
-    runtime.block_on(thread_main(index, local))
+    // Each arm builds its own runtime type; the thread's future is the same.
+    let result = match local.plan.config.io_driver {
+        IoDriver::Auto => RuntimeBuilder::<FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| {
+                let _ = ready.send(Ok(()));
+                runtime.block_on(thread_main(index, local.clone()))
+            }),
+        IoDriver::Uring => RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| {
+                let _ = ready.send(Ok(()));
+                runtime.block_on(thread_main(index, local.clone()))
+            }),
+        IoDriver::Epoll => RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| {
+                let _ = ready.send(Ok(()));
+                runtime.block_on(thread_main(index, local.clone()))
+            }),
+    };
+    result.unwrap_or_else(|error| {
+        let _ = ready.send(Err(error));
+        WorkerResult {
+            histogram: stats::latency_histogram(),
+            ended_at: Instant::now(),
+        }
+    })
 }
 
 async fn thread_main(index: usize, local: Rc<Local>) -> WorkerResult {
@@ -191,13 +209,37 @@ struct Conn {
     read_buffer: Vec<u8>,
     parser: ResponseParser,
     scratch: Vec<u8>,
+    /// The last call's pod name, reused across calls so naming a pod allocates nothing.
+    pod: String,
     connect_backoff: Duration,
 }
 
-/// What a call attempt came to, before accounting.
+/// Copies `pod` into the connection's buffer; says whether there was one.
+fn keep_pod(buffer: &mut String, pod: Option<&str>) -> bool {
+    buffer.clear();
+    match pod {
+        Some(pod) => {
+            buffer.push_str(pod);
+            true
+        }
+        None => false,
+    }
+}
+
+/// What a call attempt came to, before accounting; the pod's name, when `named_pod`, is in
+/// [`Conn::pod`].
 struct Attempt {
     result: Result<(), ErrorKind>,
-    pod: Option<String>,
+    named_pod: bool,
+}
+
+impl Attempt {
+    fn failed(kind: ErrorKind) -> Attempt {
+        Attempt {
+            result: Err(kind),
+            named_pod: false,
+        }
+    }
 }
 
 async fn connection_loop(connection: usize, local: Rc<Local>) {
@@ -207,6 +249,7 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
         read_buffer: Vec::with_capacity(READ_BUFFER_BYTES),
         parser: ResponseParser::new(&config.backend_header),
         scratch: Vec::new(),
+        pod: String::new(),
         connect_backoff: CONNECT_BACKOFF_MIN,
     };
     let mut call_number: u64 = 0;
@@ -232,15 +275,19 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
                     monoio::time::sleep_until(intended.into()).await;
                     slept = true;
                 }
-                let now = Instant::now();
-                if local.should_stop(now) {
+                // A call due before the deadline is sent even if the timer woke after it (a
+                // loaded machine); only an explicit stop cancels it.
+                if local.shared.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                // Coordinated omission: latency counts from the intended send time, unless the
-                // connection was idle and only the timer was late (see TIMER_SLACK).
-                match now.checked_sub(TIMER_SLACK) {
-                    Some(forgiven) if slept => intended.max(forgiven),
-                    _ => intended,
+                let now = Instant::now();
+                // Coordinated omission: latency counts from the intended send time, so a call
+                // delayed by a slow previous one is charged for the wait. When the connection
+                // was idle and only the timer fired late, up to TIMER_SLACK of that is forgiven.
+                if slept {
+                    now.min(intended + TIMER_SLACK)
+                } else {
+                    intended
                 }
             }
         };
@@ -253,10 +300,7 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
                 Err(_) => {
                     // The connection is mid-response; it cannot carry another call.
                     conn.stream = None;
-                    Attempt {
-                        result: Err(ErrorKind::Timeout),
-                        pod: None,
-                    }
+                    Attempt::failed(ErrorKind::Timeout)
                 }
             };
         local.in_flight.set(local.in_flight.get() - 1);
@@ -267,10 +311,11 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
             stats::record_latency(&mut local.histogram.borrow_mut(), finished - measured_from);
         }
         let error_name = error.map(|kind| kind.name());
-        local
-            .tally
-            .borrow_mut()
-            .record(window, error_name.as_deref(), attempt.pod.as_deref());
+        local.tally.borrow_mut().record(
+            window,
+            error_name.as_deref(),
+            attempt.named_pod.then_some(conn.pod.as_str()),
+        );
         if error == Some(ErrorKind::Connect) {
             let backoff = conn.connect_backoff;
             conn.connect_backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
@@ -294,10 +339,7 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
                 }
                 Err(error) => {
                     debug!(target = %local.plan.config.target, %error, "connect failed");
-                    return Attempt {
-                        result: Err(ErrorKind::Connect),
-                        pod: None,
-                    };
+                    return Attempt::failed(ErrorKind::Connect);
                 }
             }
         }
@@ -317,7 +359,7 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
                 );
                 return Attempt {
                     result: verdict.result,
-                    pod: verdict.pod,
+                    named_pod: keep_pod(&mut conn.pod, verdict.pod),
                 };
             }
             Exchange::ClosedIdle if reused && attempt == 0 => {
@@ -325,25 +367,19 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
             }
             Exchange::ClosedIdle => {
                 conn.stream = None;
-                return Attempt {
-                    result: Err(ErrorKind::Io),
-                    pod: None,
-                };
+                return Attempt::failed(ErrorKind::Io);
             }
             Exchange::Failed(kind) => {
                 conn.stream = None;
                 return Attempt {
                     result: Err(kind),
-                    pod: conn.parser.head().pod.clone(),
+                    named_pod: keep_pod(&mut conn.pod, conn.parser.head().pod.as_deref()),
                 };
             }
         }
     }
     // Both attempts ended in ClosedIdle on a fresh connection, which returns above.
-    Attempt {
-        result: Err(ErrorKind::Io),
-        pod: None,
-    }
+    Attempt::failed(ErrorKind::Io)
 }
 
 async fn connect(local: &Local) -> io::Result<TcpStream> {

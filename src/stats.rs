@@ -1,0 +1,309 @@
+//! Counters: one set per worker, written only by that worker, summed when read.
+//!
+//! Each counter is an atomic written with `Relaxed` ordering by exactly one thread, its worker:
+//! an uncontended store to a cache line no other core writes, which costs about as much as a
+//! plain add. The admin thread reads all workers' sets and adds them up; a reading is a
+//! consistent-enough sum, never a lock on the request path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::grpc_web::Code;
+
+/// Upper bounds of the call-duration histogram buckets, in microseconds (Prometheus `le`).
+pub const DURATION_BUCKETS_US: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000, 30_000_000,
+];
+
+/// HTTP statuses ringway answers locally, one counter each.
+pub const LOCAL_HTTP_STATUSES: [u16; 9] = [400, 403, 405, 408, 413, 415, 417, 431, 501];
+
+/// The grpc-status values 0..=16; anything else is counted as UNKNOWN.
+const GRPC_CODES: usize = 17;
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub connections_accepted: Counter,
+    pub connections_active: Counter,
+    pub requests: Counter,
+    pub preflights: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub retries: Counter,
+    calls_by_status: [Counter; GRPC_CODES],
+    local_http: [Counter; LOCAL_HTTP_STATUSES.len()],
+    duration_buckets: [Counter; DURATION_BUCKETS_US.len()],
+    duration_count: Counter,
+    duration_sum_us: Counter,
+}
+
+/// A single-writer counter: `add`/`sub` only from the owning worker.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        // Single writer: a relaxed load and store cannot lose an update and need no lock
+        // prefix, unlike fetch_add.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn sub(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl WorkerStats {
+    /// A finished gRPC call: its final grpc-status and how long it took.
+    pub fn call_finished(&self, status: u32, duration: Duration) {
+        let index = if (status as usize) < GRPC_CODES {
+            status as usize
+        } else {
+            Code::Unknown as usize
+        };
+        self.calls_by_status[index].add(1);
+        let us = duration.as_micros().min(u128::from(u64::MAX)) as u64;
+        if let Some(bucket) = DURATION_BUCKETS_US.iter().position(|le| us <= *le) {
+            self.duration_buckets[bucket].add(1);
+        }
+        self.duration_count.add(1);
+        self.duration_sum_us.add(us);
+    }
+
+    /// A request answered locally with an HTTP error status.
+    pub fn local_http(&self, status: u16) {
+        if let Some(i) = LOCAL_HTTP_STATUSES.iter().position(|s| *s == status) {
+            self.local_http[i].add(1);
+        }
+    }
+}
+
+/// All workers' counters added up.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub connections_accepted: u64,
+    pub connections_active: u64,
+    pub requests: u64,
+    pub preflights: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub retries: u64,
+    pub calls_by_status: [u64; GRPC_CODES],
+    pub local_http: [u64; LOCAL_HTTP_STATUSES.len()],
+    /// Per bucket, not cumulative.
+    pub duration_buckets: [u64; DURATION_BUCKETS_US.len()],
+    pub duration_count: u64,
+    pub duration_sum_us: u64,
+}
+
+impl Totals {
+    pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals {
+        let mut t = Totals::default();
+        for w in workers {
+            t.connections_accepted += w.connections_accepted.get();
+            t.connections_active += w.connections_active.get();
+            t.requests += w.requests.get();
+            t.preflights += w.preflights.get();
+            t.bytes_received += w.bytes_received.get();
+            t.bytes_sent += w.bytes_sent.get();
+            t.retries += w.retries.get();
+            add_all(&mut t.calls_by_status, &w.calls_by_status);
+            add_all(&mut t.local_http, &w.local_http);
+            add_all(&mut t.duration_buckets, &w.duration_buckets);
+            t.duration_count += w.duration_count.get();
+            t.duration_sum_us += w.duration_sum_us.get();
+        }
+        t
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls_by_status.iter().sum()
+    }
+
+    /// Readable text, one `name: value` per line.
+    pub fn render_text(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "downstream.connections_accepted: {}",
+            self.connections_accepted
+        );
+        let _ = writeln!(
+            out,
+            "downstream.connections_active: {}",
+            self.connections_active
+        );
+        let _ = writeln!(out, "downstream.requests: {}", self.requests);
+        let _ = writeln!(out, "downstream.preflights: {}", self.preflights);
+        let _ = writeln!(out, "downstream.bytes_received: {}", self.bytes_received);
+        let _ = writeln!(out, "downstream.bytes_sent: {}", self.bytes_sent);
+        for (status, n) in LOCAL_HTTP_STATUSES.iter().zip(self.local_http) {
+            let _ = writeln!(out, "downstream.local_http_{status}: {n}");
+        }
+        let _ = writeln!(out, "calls.total: {}", self.calls());
+        for (code, n) in self.calls_by_status.iter().enumerate() {
+            let name = Code::from_u32(code as u32).map_or("UNKNOWN", Code::name);
+            let _ = writeln!(out, "calls.grpc_status.{name}: {n}");
+        }
+        let _ = writeln!(out, "calls.retries: {}", self.retries);
+        let mean_us = self
+            .duration_sum_us
+            .checked_div(self.duration_count)
+            .unwrap_or(0);
+        let _ = writeln!(out, "calls.duration_mean_us: {mean_us}");
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self, out: &mut String) {
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "ringway_downstream_connections_accepted_total",
+            "counter",
+            "Downstream connections accepted.",
+            self.connections_accepted,
+        );
+        metric(
+            "ringway_downstream_connections_active",
+            "gauge",
+            "Downstream connections open.",
+            self.connections_active,
+        );
+        metric(
+            "ringway_downstream_requests_total",
+            "counter",
+            "HTTP/1.1 requests read.",
+            self.requests,
+        );
+        metric(
+            "ringway_downstream_preflights_total",
+            "counter",
+            "CORS preflights answered.",
+            self.preflights,
+        );
+        metric(
+            "ringway_downstream_received_bytes_total",
+            "counter",
+            "Bytes read from clients.",
+            self.bytes_received,
+        );
+        metric(
+            "ringway_downstream_sent_bytes_total",
+            "counter",
+            "Bytes written to clients.",
+            self.bytes_sent,
+        );
+        metric(
+            "ringway_call_retries_total",
+            "counter",
+            "Calls retried because the upstream did not process them.",
+            self.retries,
+        );
+        let _ = writeln!(out, "# HELP ringway_downstream_local_responses_total Requests refused locally, by HTTP status.\n# TYPE ringway_downstream_local_responses_total counter");
+        for (status, n) in LOCAL_HTTP_STATUSES.iter().zip(self.local_http) {
+            let _ = writeln!(
+                out,
+                "ringway_downstream_local_responses_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP ringway_calls_total gRPC calls finished, by grpc-status.\n# TYPE ringway_calls_total counter");
+        for (code, n) in self.calls_by_status.iter().enumerate() {
+            let name = Code::from_u32(code as u32).map_or("UNKNOWN", Code::name);
+            let _ = writeln!(out, "ringway_calls_total{{grpc_status=\"{name}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP ringway_call_duration_seconds gRPC call duration, head read to last byte written.\n# TYPE ringway_call_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (le_us, n) in DURATION_BUCKETS_US.iter().zip(self.duration_buckets) {
+            cumulative += n;
+            let le = *le_us as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "ringway_call_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "ringway_call_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            self.duration_count
+        );
+        let _ = writeln!(
+            out,
+            "ringway_call_duration_seconds_sum {}",
+            self.duration_sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "ringway_call_duration_seconds_count {}",
+            self.duration_count
+        );
+    }
+}
+
+fn add_all<const N: usize>(into: &mut [u64; N], from: &[Counter; N]) {
+    for (total, counter) in into.iter_mut().zip(from) {
+        *total += counter.get();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_workers_and_buckets_durations() {
+        let (a, b) = (WorkerStats::default(), WorkerStats::default());
+        a.requests.add(3);
+        b.requests.add(4);
+        a.connections_active.add(2);
+        a.connections_active.sub(1);
+        a.call_finished(0, Duration::from_micros(300));
+        b.call_finished(14, Duration::from_secs(100));
+        b.call_finished(99, Duration::from_millis(1));
+        a.local_http(431);
+        a.local_http(299);
+        let t = Totals::sum([&a, &b]);
+        assert_eq!((t.requests, t.connections_active, t.calls()), (7, 1, 3));
+        assert_eq!(t.calls_by_status[0], 1);
+        assert_eq!(t.calls_by_status[14], 1);
+        assert_eq!(t.calls_by_status[Code::Unknown as usize], 1);
+        assert_eq!(t.duration_buckets[1], 1, "300 µs lands in le=500µs");
+        assert_eq!(
+            t.duration_buckets.iter().sum::<u64>(),
+            2,
+            "100 s is above the last bucket"
+        );
+        assert_eq!(t.duration_count, 3);
+        assert_eq!(t.local_http.iter().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn prometheus_histogram_is_cumulative_and_complete() {
+        let w = WorkerStats::default();
+        w.call_finished(0, Duration::from_micros(100));
+        w.call_finished(0, Duration::from_millis(2));
+        let mut out = String::new();
+        Totals::sum([&w]).render_prometheus(&mut out);
+        assert!(out.contains("ringway_call_duration_seconds_bucket{le=\"0.00025\"} 1\n"));
+        assert!(out.contains("ringway_call_duration_seconds_bucket{le=\"0.0025\"} 2\n"));
+        assert!(out.contains("ringway_call_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(out.contains("ringway_calls_total{grpc_status=\"OK\"} 2\n"));
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("name value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

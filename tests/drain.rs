@@ -1,0 +1,172 @@
+//! The drain, end to end on the real binary: SIGTERM while clients call over keep-alive
+//! connections and a slow call is in flight. Readiness fails at once, serving goes on through
+//! the drain delay, keep-alive clients are told `Connection: close`, the slow call finishes, no
+//! call fails, and the process exits 0.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn admin_get(admin: SocketAddr, path: &str) -> Option<u16> {
+    let mut reader = Reader::new(TcpStream::connect(admin).ok()?);
+    reader.write(format!("GET {path} HTTP/1.1\r\nhost: admin\r\n\r\n").as_bytes());
+    Some(reader.read_response().status)
+}
+
+fn start_ringway(
+    driver: &str,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .args(["--upstream", &upstream.to_string(), "--workers", "2"])
+        .args([
+            "--io-driver",
+            driver,
+            "--drain-delay-ms",
+            "600",
+            "--drain-timeout-ms",
+            "5000",
+        ])
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ringway binary starts")
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    told_to_close: AtomicU64,
+}
+
+/// Call over one keep-alive connection after another until connecting is refused (the drain
+/// stopped accepting) or `stop` is set.
+fn client(proxy: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    'connections: while !stop.load(Ordering::Relaxed) {
+        let Ok(stream) = TcpStream::connect(proxy) else {
+            return;
+        };
+        stream.set_read_timeout(Some(CLIENT_READ_TIMEOUT)).unwrap();
+        let mut reader = Reader::new(stream);
+        loop {
+            reader.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"drain")));
+            let response = reader.read_response();
+            if response.status == 200 && response.grpc_status() == Some(0) {
+                tally.ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("failed call during drain: {response:?}");
+            }
+            if response.header("connection") == Some("close") {
+                tally.told_to_close.fetch_add(1, Ordering::Relaxed);
+                // `connection: close`, then the connection really closes.
+                reader.assert_closed();
+                continue 'connections;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+#[test]
+fn sigterm_drains_without_failing_a_call() {
+    for_each_driver(|driver| {
+        let backend = start_backend("pod");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut ringway = start_ringway(driver, listen, admin, backend.local_addr());
+        assert!(
+            wait_until(Duration::from_secs(10), || admin_get(admin, "/ready")
+                == Some(200)),
+            "ringway never became ready"
+        );
+
+        let tally = Arc::new(Tally::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (tally, stop) = (tally.clone(), stop.clone());
+                std::thread::spawn(move || client(listen, tally, stop))
+            })
+            .collect();
+        // A call that is still running when accepting stops.
+        let slow = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            roundtrip(
+                listen,
+                &grpc_web_request(UNARY, &[("x-delay-ms", "1500")], &grpc_frame(b"slow")),
+            )
+        });
+        assert!(wait_until(Duration::from_secs(10), || tally
+            .ok
+            .load(Ordering::Relaxed)
+            > 50));
+
+        // SAFETY: sending SIGTERM to the child we started.
+        unsafe { libc::kill(ringway.id() as i32, libc::SIGTERM) };
+        assert!(
+            wait_until(Duration::from_secs(5), || admin_get(admin, "/ready")
+                == Some(503)),
+            "readiness did not fail on SIGTERM"
+        );
+        let calls_at_sigterm = tally.ok.load(Ordering::Relaxed);
+        let status = wait_exit(&mut ringway, Duration::from_secs(15));
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.join().unwrap();
+        }
+        let slow = slow.join().unwrap();
+
+        assert_eq!(status, Some(0), "ringway exits 0 after draining");
+        assert_eq!(
+            slow.grpc_status(),
+            Some(0),
+            "the slow call finished: {slow:?}"
+        );
+        assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "no call failed");
+        assert!(
+            tally.ok.load(Ordering::Relaxed) > calls_at_sigterm,
+            "serving went on during the drain delay"
+        );
+        assert!(
+            tally.told_to_close.load(Ordering::Relaxed) >= 1,
+            "keep-alive clients were told to close"
+        );
+    });
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
