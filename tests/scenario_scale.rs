@@ -70,7 +70,8 @@ fn ringway_follows_scale_up_and_down_evenly_without_failed_calls() {
 #[test]
 fn a_proxy_pinning_every_call_to_one_pod_fails_the_balance_check() {
     let template = format!(
-        "exec {} --listen {{listen}} --upstream {{first_pod}} --workers 1",
+        "exec {} --listen {{listen}} --upstream {{first_pod}} --workers 1 \
+         --admin off",
         ringway_bin().display()
     );
     let config = short_scenario(ProxyKind::Cmd { template }, "pinned");
@@ -103,7 +104,7 @@ fn a_proxy_that_never_re_resolves_drops_calls_during_the_scale_down() {
     // calls keep going to pod-3 after it leaves DNS and shuts down.
     let template = format!(
         "exec {} --listen {{listen}} --upstream 127.0.0.2:{{port}},127.0.0.3:{{port}},127.0.0.4:{{port}} \
-         --retry-attempts-max 0 --workers 1",
+         --retry-attempts-max 0 --workers 1 --admin off",
         ringway_bin().display()
     );
     let config = short_scenario(ProxyKind::Cmd { template }, "static");

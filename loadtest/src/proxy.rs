@@ -95,6 +95,12 @@ pub fn ringway_args(spec: &ProxySpec) -> Vec<String> {
         spec.refresh_interval_ms.to_string(),
         "--workers".to_owned(),
         spec.workers.to_string(),
+        // No admin listener: its fixed default port would collide between scenarios, and
+        // nothing here reads it. No drain delay: nothing balances in front of the proxy.
+        "--admin".to_owned(),
+        "off".to_owned(),
+        "--drain-delay-ms".to_owned(),
+        "0".to_owned(),
     ];
     if spec.respect_ttl {
         args.push("--dns-respect-ttl".to_owned());
@@ -464,7 +470,7 @@ mod tests {
             ringway_args(&spec()).join(" "),
             "--listen 127.0.0.1:28080 --upstream user-service:29000 --dns-server \
              127.0.0.1:28053 --resolv-conf /tmp/x/resolv.conf --dns-refresh-interval-ms 1500 \
-             --workers 2"
+             --workers 2 --admin off --drain-delay-ms 0"
         );
         let mut ttl = spec();
         ttl.respect_ttl = true;
