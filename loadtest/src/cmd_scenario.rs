@@ -62,7 +62,11 @@ pub struct ScaleArgs {
     step: Duration,
     /// The proxy's DNS refresh interval, in milliseconds (ringway's --dns-refresh-interval-ms,
     /// Envoy's dns_refresh_rate); shares must be fair this + 1 s after a change.
-    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_REFRESH_MS", default_value_t = 1_000)]
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_REFRESH_MS",
+        default_value_t = 1_000
+    )]
     refresh_ms: u64,
     /// Apply each change exactly on the step boundary instead of a random part of one refresh
     /// interval later (by default the phase of the proxy's refresh cycle is randomised).
@@ -73,7 +77,11 @@ pub struct ScaleArgs {
     )]
     no_phase_jitter: bool,
     /// Make the proxy follow the record TTL (ringway --dns-respect-ttl, Envoy respect_dns_ttl).
-    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_RESPECT_TTL", default_value_t = false)]
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_RESPECT_TTL",
+        default_value_t = false
+    )]
     respect_ttl: bool,
     /// TTL of the Service's address records, in seconds.
     #[arg(long, env = "RINGWAY_LOAD_SCENARIO_TTL_S", default_value_t = 1)]
@@ -86,7 +94,11 @@ pub struct ScaleArgs {
     #[arg(long, env = "RINGWAY_LOAD_SCENARIO_SERVICE", default_value = pods::SERVICE_DEFAULT)]
     service: String,
     /// The proxy's listen address (loopback); port 0 = a free port.
-    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
     listen: SocketAddr,
     /// The pods' port (each pod on its own 127.0.0.x); 0 = a free port.
     #[arg(long, env = "RINGWAY_LOAD_SCENARIO_POD_PORT", default_value_t = 0)]
@@ -117,11 +129,19 @@ pub struct ScaleArgs {
     #[arg(long, env = "RINGWAY_LOAD_SCENARIO_WINDOW_MS", default_value_t = 250)]
     window_ms: u64,
     /// Allowed deviation of a live pod's share from fair, relative to fair.
-    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_SHARE_TOLERANCE", default_value_t = 0.10)]
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_SHARE_TOLERANCE",
+        default_value_t = 0.10
+    )]
     share_tolerance: f64,
     /// Time after the proxy's first DNS query following a removal during which the removed
     /// pods may still receive calls, in milliseconds (the pods' latency is added).
-    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_REMOVAL_SLACK_MS", default_value_t = 500)]
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_REMOVAL_SLACK_MS",
+        default_value_t = 500
+    )]
     removal_slack_ms: u64,
     /// Output directory for report.txt, scenario.json, load.json, chart.svg, the proxy's log
     /// and config [default: scenario-out/<proxy>].
