@@ -1,4 +1,5 @@
 //! The `ringway` binary: parse flags, start the workers, run until SIGINT or SIGTERM.
+//! `ringway demo` instead runs the demo of ringway-load with an in-process ringway.
 
 use std::process::ExitCode;
 
@@ -35,6 +36,10 @@ extern "C" fn configure_allocator() {
 static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 
 fn main() -> ExitCode {
+    // The demo has flags of its own, so it is dispatched before `Config` parses anything.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "demo") {
+        return demo(DemoArgs::parse_from(std::env::args_os().skip(1)));
+    }
     let config = Config::parse();
     init_logging(&config);
     if let Err(e) = config.validate() {
@@ -93,6 +98,54 @@ fn drain(server: Server, config: &Config, lifecycle: &Lifecycle, reason: DrainRe
     tracing::info!("draining: no longer accepting; finishing calls in flight");
     server.shutdown();
     tracing::info!("drained; exiting");
+}
+
+/// `ringway demo`: three pods, their DNS server and ringway on one machine, a short load, a
+/// scale to five, then serving until Ctrl-C.
+#[derive(Debug, clap::Parser)]
+#[command(name = "ringway demo")]
+struct DemoArgs {
+    /// Address ringway serves gRPC-Web on.
+    #[arg(long, env = "RINGWAY_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Pods to start with.
+    #[arg(long, env = "RINGWAY_DEMO_PODS", default_value_t = 3)]
+    pods: usize,
+    /// Pods to scale to.
+    #[arg(long, env = "RINGWAY_DEMO_SCALE_TO", default_value_t = 5)]
+    scale_to: usize,
+    /// ringway's worker threads.
+    #[arg(long, env = "RINGWAY_DEMO_WORKERS", default_value_t = 2)]
+    workers: usize,
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ringway_load::demo::DemoConfig {
+        listen: args.listen,
+        pods_start: args.pods,
+        pods_scaled: args.scale_to,
+        ..Default::default()
+    };
+    let workers = args.workers.to_string();
+    let result = ringway_load::demo::run(config, |request| {
+        let mut flags = vec!["ringway".to_owned(), "--workers".to_owned(), workers];
+        flags.extend(request.ringway_args());
+        let config = Config::from_args(flags)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Server::start(&config)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringway demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

@@ -6,5 +6,11 @@
 //! generator (`ringway-load run …`, library API in [`load`]).
 
 pub mod backend;
+pub mod checks;
+pub mod demo;
 pub mod dns;
 pub mod load;
+pub mod pods;
+pub mod proxy;
+pub mod scenario;
+pub mod stop;

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use ringway_load::backend::{Backend, BackendConfig};
 use ringway_load::dns::{DnsServer, DnsServerConfig};
 
+mod cmd_pods;
+mod cmd_scenario;
 mod run;
 
 #[derive(Parser, Debug)]
@@ -27,6 +29,14 @@ enum Command {
     Backend(BackendArgs),
     /// Serve authoritative DNS over UDP and TCP on one port until SIGINT or SIGTERM.
     Dns(DnsArgs),
+    /// Run a headless Service on loopback: N backend pods (pod-N on 127.0.0.(N+1), one port)
+    /// and a DNS server answering the Service name with the live pods; scale them from stdin
+    /// (`scale 5`, `kill pod-2`, `ttl 1`, `status`, `quit`) until SIGINT or SIGTERM.
+    Pods(cmd_pods::PodsArgs),
+    /// Scenarios against a proxy under test: `scenario scale` scales pods under load and
+    /// checks the balance, the removed pods and failed calls.
+    #[command(subcommand)]
+    Scenario(cmd_scenario::ScenarioCommand),
     /// Load a gRPC-Web target over HTTP/1.1 and report throughput, latency, errors and the
     /// distribution of calls over backend pods.
     Run(run::RunArgs),
@@ -191,6 +201,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Backend(args) => run_backend(args),
         Command::Dns(args) => run_dns(args),
+        Command::Pods(args) => cmd_pods::run(args),
+        Command::Scenario(command) => {
+            let code = cmd_scenario::run(command)?;
+            std::process::exit(code)
+        }
         Command::Run(args) => {
             let code = run::run(args)?;
             std::process::exit(code)
