@@ -202,18 +202,8 @@ fn server_stream_arrives_incrementally() {
     for_each_driver(|driver| {
         let backend = start_backend("b");
         let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
-        let mut client = Reader::new(connect(proxy.local_addr()));
-        let headers = [("x-stream-count", "2"), ("x-stream-interval-ms", "60000")];
-        client.write(&grpc_web_request(
-            SERVER_STREAM,
-            &headers,
-            &grpc_frame(b"tick"),
-        ));
-        assert_eq!(
-            client.read_raw_head(),
-            streaming_head("application/grpc-web+proto", "b")
-        );
-        assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
+        let (client, head) = stalled_stream(proxy.local_addr());
+        assert_eq!(head, streaming_head("application/grpc-web+proto", "b"));
         let stats = backend.stats();
         assert_eq!((stats.in_flight, stats.calls_finished), (1, 0));
         drop(client);

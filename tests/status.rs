@@ -223,15 +223,7 @@ fn client_disconnect_cancels_server_stream() {
     for_each_driver(|driver| {
         let backend = start_backend("b");
         let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
-        let mut client = Reader::new(connect(proxy.local_addr()));
-        let headers = [("x-stream-count", "3"), ("x-stream-interval-ms", "60000")];
-        client.write(&grpc_web_request(
-            SERVER_STREAM,
-            &headers,
-            &grpc_frame(b"tick"),
-        ));
-        client.read_raw_head();
-        assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
+        let (client, _) = stalled_stream(proxy.local_addr());
         drop(client);
         assert!(wait_until(WAIT, || backend.stats().cancelled_by_client == 1));
         assert_eq!(backend.stats().calls_finished, 0);
@@ -244,15 +236,7 @@ fn backend_killed_mid_stream_ends_with_a_status() {
     for_each_driver(|driver| {
         let backend = start_backend("b");
         let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
-        let mut client = Reader::new(connect(proxy.local_addr()));
-        let headers = [("x-stream-count", "3"), ("x-stream-interval-ms", "60000")];
-        client.write(&grpc_web_request(
-            SERVER_STREAM,
-            &headers,
-            &grpc_frame(b"tick"),
-        ));
-        client.read_raw_head();
-        assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
+        let (mut client, _) = stalled_stream(proxy.local_addr());
         backend.kill();
         // The io error's wording (broken pipe, reset, EOF) depends on where the kill caught the
         // connection; the status does not.
@@ -345,15 +329,7 @@ fn client_gone_after_pipelining_during_a_stream_cancels_it() {
     for_each_driver(|driver| {
         let backend = start_backend("b");
         let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
-        let mut client = Reader::new(connect(proxy.local_addr()));
-        let headers = [("x-stream-count", "2"), ("x-stream-interval-ms", "60000")];
-        client.write(&grpc_web_request(
-            SERVER_STREAM,
-            &headers,
-            &grpc_frame(b"tick"),
-        ));
-        client.read_raw_head();
-        assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
+        let (mut client, _) = stalled_stream(proxy.local_addr());
         client.write(b"GET /healthz HTTP/1.1\r\nhost: test.local\r\n\r\n");
         drop(client);
         assert!(wait_until(WAIT, || backend.stats().cancelled_by_client == 1));

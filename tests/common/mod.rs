@@ -470,3 +470,19 @@ pub fn assert_echo(response: &Response, name: &str, messages: &[&[u8]]) {
     );
     assert_eq!(response.body, echo_body(messages));
 }
+
+/// Start a server stream that stalls after its first message (the backend waits a minute before
+/// the next) and read up to that message: the call is then in flight with nothing to send.
+/// Returns the client, positioned after the first message's chunk, and the raw response head.
+pub fn stalled_stream(proxy: SocketAddr) -> (Reader, String) {
+    let mut client = Reader::new(connect(proxy));
+    let headers = [("x-stream-count", "2"), ("x-stream-interval-ms", "60000")];
+    client.write(&grpc_web_request(
+        SERVER_STREAM,
+        &headers,
+        &grpc_frame(b"tick"),
+    ));
+    let head = client.read_raw_head();
+    assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
+    (client, head)
+}
