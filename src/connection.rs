@@ -206,7 +206,7 @@ impl Downstream {
             .then(|| (method_name(&head.method), head.path.clone(), self.sent));
         self.log = RequestLog::default();
         let started = Instant::now();
-        let next = self.respond(head).await;
+        let next = self.respond(head, started).await;
         // Bytes still buffered belong to the next (pipelined) request.
         let consumed = self.received.get() - self.buf.len() as u64;
         let consumed_before = std::mem::replace(&mut self.consumed_mark, consumed);
@@ -228,11 +228,12 @@ impl Downstream {
         next
     }
 
-    async fn respond(&mut self, head: RequestHead) -> Next {
+    /// Answer one request; `started` is when its head was parsed (for the duration metrics).
+    async fn respond(&mut self, head: RequestHead, started: Instant) -> Next {
         let origin = find_header(&head, b"origin");
         self.context.stats.requests.add(1);
         let mut reply_to = ReplyTo {
-            started: Instant::now(),
+            started,
             version: head.version,
             // A draining proxy answers this request, then closes.
             keep_alive: head.keep_alive && !self.context.draining.get(),
@@ -1302,18 +1303,12 @@ fn grpc_timeout_value(deadline: Instant) -> HeaderValue {
 }
 
 /// Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
-fn connection_nominated(head: &RequestHead) -> Vec<Bytes> {
+fn connection_nominated(head: &RequestHead) -> Vec<&[u8]> {
     head.headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|h| {
-            h.value
-                .split(|b| *b == b',')
-                .map(|token| token.trim_ascii())
-                .filter(|token| !token.is_empty())
-                .map(|token| h.value.slice_ref(token))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|h| http1::list_elements(&h.value))
+        .filter(|token| !token.is_empty())
         .collect()
 }
 

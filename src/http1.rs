@@ -427,7 +427,7 @@ fn summarise_headers(
 
 /// Split a comma-separated field value (RFC 9110 §5.6.1) into elements trimmed of optional
 /// whitespace. Empty elements are yielded too; each caller decides what they mean.
-fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&byte| byte == b',').map(trim_ows)
 }
 

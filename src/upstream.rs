@@ -340,13 +340,18 @@ impl Pool {
         end_of_stream: bool,
     ) -> Result<Call, Error> {
         let endpoint = self.endpoint(addr);
-        let wait_deadline = Instant::now() + self.config.pending_timeout;
+        // Set at the call's first wait; a call that finds a free slot never reads the clock.
+        let mut wait_deadline = None;
         loop {
             let conn = match endpoint.reserve() {
                 Some(conn) => conn,
                 // Boxed: connecting and queueing carry large timer states that a call which
                 // finds a free slot, the common case, should not have to make room for.
-                None => Box::pin(self.open_or_wait(&endpoint, wait_deadline)).await?,
+                None => {
+                    let deadline = *wait_deadline
+                        .get_or_insert_with(|| Instant::now() + self.config.pending_timeout);
+                    Box::pin(self.open_or_wait(&endpoint, deadline)).await?
+                }
             };
             let lease = Lease {
                 conn: conn.clone(),

@@ -320,12 +320,6 @@ impl Server {
         &self.directory
     }
 
-    /// Each worker's per-endpoint view (state, in-flight, totals, last error), as last
-    /// published by the worker (about every second).
-    pub fn endpoint_stats(&self) -> Vec<Arc<Vec<EndpointStats>>> {
-        self.worker_stats.iter().map(|s| s.load_full()).collect()
-    }
-
     /// What the admin page reads.
     pub fn view(&self) -> ServerView {
         ServerView {
@@ -335,11 +329,6 @@ impl Server {
             endpoint_stats: self.worker_stats.clone(),
             discovery: self.discovery.as_ref().map(DiscoveryHandle::status_reader),
         }
-    }
-
-    /// The endpoints currently failing active health checks.
-    pub fn unhealthy_endpoints(&self) -> Arc<std::collections::HashSet<SocketAddr>> {
-        self.health.unhealthy()
     }
 
     /// What DNS discovery last saw, per target; `None` when every target is static.
