@@ -73,6 +73,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContex
         log: RequestLog::default(),
         buf: BytesMut::with_capacity(context.limits.read_buffer_bytes),
         out: Output::default(),
+        timer: ConnTimer::default(),
         stream,
         context,
     };
@@ -98,6 +99,8 @@ struct Downstream {
     /// Bytes read from the client and not yet consumed; heads and bodies are split off its front.
     buf: BytesMut,
     out: Output,
+    /// The connection's one timer, for whatever it waits on at the time.
+    timer: ConnTimer,
 }
 
 /// Whether the connection can take another request after this one.
@@ -141,10 +144,11 @@ impl Downstream {
                     return;
                 }
             };
-            // Boxed: a request's state (upstream call, deadline and watch timers) is several KiB,
+            // Boxed: a request's state (upstream call, body reader, response relay) is KiBs,
             // and keeping it out of the connection's own future means an idle keep-alive
-            // connection costs only its read loop and buffer (docs/benchmarks.md, memory).
-            if Box::pin(self.handle(head)).await == Next::Close {
+            // connection costs only its read loop and buffer (docs/benchmarks.md, memory). The
+            // head stays here, where it costs no room: the error path above is larger.
+            if Box::pin(self.handle(&head)).await == Next::Close {
                 return;
             }
         }
@@ -175,13 +179,13 @@ impl Downstream {
             let mut read = std::pin::pin!(read);
             let timed_out = monoio::select! {
                 read = &mut read => Some(read),
-                _ = monoio::time::sleep_until(deadline.into()) => None,
+                _ = self.timer.at(deadline) => None,
                 _ = drain_began(&self.context, idle) => {
                     // An idle connection gets a short grace: a request already on its way is
                     // still answered (with `Connection: close`); silence closes it.
                     monoio::select! {
                         read = &mut read => Some(read),
-                        _ = monoio::time::sleep(DRAIN_IDLE_GRACE) => None,
+                        _ = self.timer.at(Instant::now() + DRAIN_IDLE_GRACE) => None,
                     }
                 }
             };
@@ -197,23 +201,23 @@ impl Downstream {
         }
     }
 
-    async fn handle(&mut self, head: RequestHead) -> Next {
+    async fn handle(&mut self, head: &RequestHead) -> Next {
         let logged = self
             .context
             .access_log
             .borrow()
             .is_some()
-            .then(|| (method_name(&head.method), head.path.clone(), self.sent));
+            .then_some(self.sent);
         self.log = RequestLog::default();
         let started = Instant::now();
         let next = self.respond(head, started).await;
         // Bytes still buffered belong to the next (pipelined) request.
         let consumed = self.received.get() - self.buf.len() as u64;
         let consumed_before = std::mem::replace(&mut self.consumed_mark, consumed);
-        if let Some((method, path, sent)) = logged {
+        if let Some(sent) = logged {
             let entry = access_log::Entry {
-                method: &method,
-                path: &path,
+                method: &method_name(&head.method),
+                path: &head.path,
                 http_status: self.log.http_status,
                 grpc_status: self.log.grpc_status,
                 upstream: self.log.upstream,
@@ -229,8 +233,8 @@ impl Downstream {
     }
 
     /// Answer one request; `started` is when its head was parsed (for the duration metrics).
-    async fn respond(&mut self, head: RequestHead, started: Instant) -> Next {
-        let origin = find_header(&head, b"origin");
+    async fn respond(&mut self, head: &RequestHead, started: Instant) -> Next {
+        let origin = find_header(head, b"origin");
         self.context.stats.requests.add(1);
         let mut reply_to = ReplyTo {
             started,
@@ -243,10 +247,10 @@ impl Downstream {
         let result = match head.method {
             Method::Options => {
                 self.context.stats.preflights.add(1);
-                self.preflight(&head, &reply_to).await
+                self.preflight(head, &reply_to).await
             }
             Method::Get | Method::Head if head.path == self.context.limits.health_path => {
-                self.health(&head, &reply_to).await
+                self.health(head, &reply_to).await
             }
             Method::Post => match head
                 .content_type
@@ -255,13 +259,12 @@ impl Downstream {
             {
                 Some(content_type) => {
                     let text = content_type.text
-                        || find_header(&head, b"accept")
-                            .is_some_and(|a| grpc_web::accepts_text(&a));
+                        || find_header(head, b"accept").is_some_and(|a| grpc_web::accepts_text(&a));
                     reply_to.grpc = Some(GrpcReply {
                         text,
                         content_type: text_aware_content_type(&content_type, text),
                     });
-                    self.proxy(head, content_type, &reply_to).await
+                    self.proxy(head, &content_type, &reply_to).await
                 }
                 None => Err(CallFailure::before_body(Error::UnsupportedMediaType)),
             },
@@ -352,8 +355,8 @@ impl Downstream {
     /// Proxy one gRPC-Web call.
     async fn proxy(
         &mut self,
-        head: RequestHead,
-        content_type: WebContentType,
+        head: &RequestHead,
+        content_type: &WebContentType,
         reply_to: &ReplyTo,
     ) -> Result<Next, CallFailure> {
         let limits = &self.context.limits;
@@ -364,8 +367,8 @@ impl Downstream {
                 )));
             }
         }
-        let deadline = call_deadline(&head, limits.grpc_timeout_max);
-        let mut body = BodyReader::new(&head, limits.body_bytes_max, content_type.text);
+        let deadline = call_deadline(head, limits.grpc_timeout_max);
+        let mut body = BodyReader::new(head, limits.body_bytes_max, content_type.text);
         // Whatever part of the body is already buffered goes out with the request head.
         let first = body
             .drain_buffered(&mut self.buf)
@@ -376,7 +379,7 @@ impl Downstream {
         }
 
         let request =
-            UpstreamRequest::new(&head, &content_type, deadline).map_err(|e| CallFailure {
+            UpstreamRequest::new(head, content_type, deadline).map_err(|e| CallFailure {
                 body_consumed: body.complete,
                 ..CallFailure::before_body(e)
             })?;
@@ -549,24 +552,22 @@ impl Downstream {
                 continue;
             }
             let read_deadline = earliest(Instant::now() + read_timeout, deadline);
-            // Boxed: only bodies larger than one read get here, and the timer is large.
-            let read = monoio::time::timeout_at(
-                read_deadline.into(),
-                read_more(
-                    &mut self.stream,
-                    &mut self.buf,
-                    &self.context.stats,
-                    &self.received,
-                ),
+            let read = read_more(
+                &mut self.stream,
+                &mut self.buf,
+                &self.context.stats,
+                &self.received,
             );
-            match Box::pin(read).await {
-                Ok(Ok(n)) if n > 0 => {}
+            let read = monoio::select! {
+                read = read => Some(read),
+                _ = self.timer.at(read_deadline) => None,
+            };
+            match read {
+                Some(Ok(n)) if n > 0 => {}
                 // The client went away mid-body: nobody is left to answer.
-                Ok(_) => return Err(Error::RequestTimeout),
-                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Err(Error::DeadlineExceeded)
-                }
-                Err(_) => return Err(Error::RequestTimeout),
+                Some(_) => return Err(Error::RequestTimeout),
+                None if Some(read_deadline) == deadline => return Err(Error::DeadlineExceeded),
+                None => return Err(Error::RequestTimeout),
             }
         }
         Ok(())
@@ -693,11 +694,29 @@ impl Downstream {
     /// Wait for the next upstream event, the call's deadline, or (after a short delay) the client
     /// socket becoming readable, which means it closed or pipelined its next request.
     async fn wait_event(&mut self, upstream: &mut UpstreamState, timers: &mut CallTimers) -> Event {
+        if timers.watch == Watch::Pending {
+            timers.watch = Watch::From(Instant::now() + CLIENT_WATCH_DELAY);
+        }
         loop {
+            // One timer for both: whichever of the deadline and the watch's start comes first.
+            let watch_from = match timers.watch {
+                Watch::From(at) => Some(at),
+                _ => None,
+            };
+            let wake = match (timers.deadline, watch_from) {
+                (Some(deadline), Some(watch)) => Some(deadline.min(watch)),
+                (deadline, watch) => deadline.or(watch),
+            };
             let readable = monoio::select! {
                 event = poll_fn(|cx| poll_upstream(upstream, cx)) => return event,
-                _ = wait_deadline(&mut timers.deadline) => return Event::Failed(Error::DeadlineExceeded),
-                readable = client_readable(&mut timers.watch, &self.stream) => readable,
+                _ = wait_until(&mut self.timer, wake) => {
+                    if wake == timers.deadline {
+                        return Event::Failed(Error::DeadlineExceeded);
+                    }
+                    timers.watch = Watch::On;
+                    continue;
+                }
+                readable = client_readable(timers.watch, &self.stream) => readable,
             };
             if readable.is_err() {
                 return Event::ClientGone;
@@ -862,7 +881,7 @@ impl Downstream {
         let mut write = std::pin::pin!(write);
         monoio::select! {
             result = &mut write => result,
-            _ = monoio::time::sleep(idle_timeout) => {
+            _ = self.timer.at(Instant::now() + idle_timeout) => {
                 // The write must not be dropped while in flight: with io_uring the kernel may
                 // still read the buffers it owns. Shutting the socket down makes it fail now.
                 // SAFETY: `fd` is this connection's open socket; shutdown does not close it.
@@ -1018,19 +1037,52 @@ fn release(state: &mut UpstreamState, unreleased_bytes: &mut usize) {
     *unreleased_bytes = 0;
 }
 
-/// A call's timers, boxed and made only when needed: monoio's `Sleep` is 640 bytes, and embedding
-/// two in every wait's state would make each in-flight call that much larger.
+/// A connection's one timer, made at its first wait and reset for each one after: the head read
+/// (idle and header timeouts, the drain grace), a write to a client that stopped reading, a
+/// body read, and a call's deadline and client watch all wait on it, never two at once.
+///
+/// One boxed timer rather than a `Sleep` in each waiting future: monoio's `Sleep` is 640 bytes
+/// aligned to 128, and embedding it made every connection's task and every in-flight call several
+/// KiB larger (docs/benchmarks.md, memory). Pushing a deadline later is also cheaper than making
+/// a new timer: the timer wheel only records the new expiry.
+#[derive(Default)]
+struct ConnTimer(Option<Pin<Box<monoio::time::Sleep>>>);
+
+impl ConnTimer {
+    /// The timer, set to fire at `deadline`.
+    fn at(&mut self, deadline: Instant) -> Pin<&mut monoio::time::Sleep> {
+        let deadline = deadline.into();
+        let sleep = self
+            .0
+            .get_or_insert_with(|| Box::pin(monoio::time::sleep_until(deadline)));
+        sleep.as_mut().reset(deadline);
+        sleep.as_mut()
+    }
+}
+
+/// Fire at `deadline`, or never.
+async fn wait_until(timer: &mut ConnTimer, deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => timer.at(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A call's deadline and the state of the client watch.
 struct CallTimers {
-    deadline: Option<Pin<Box<monoio::time::Sleep>>>,
+    deadline: Option<Instant>,
     watch: Watch,
 }
 
 /// Watching the client socket during a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Watch {
-    /// Not yet: the delay timer starts at the call's first wait.
+    /// Not yet: the delay starts at the call's first wait.
     Pending,
-    /// Fires `CLIENT_WATCH_DELAY` into the call; from then on the socket is watched.
-    Delay(Pin<Box<monoio::time::Sleep>>),
+    /// The socket is watched from this instant (`CLIENT_WATCH_DELAY` into the call).
+    From(Instant),
+    /// The socket is watched.
+    On,
     /// The client pipelined a head's worth of bytes; stop reading until this call ends.
     Off,
 }
@@ -1038,26 +1090,15 @@ enum Watch {
 impl CallTimers {
     fn new(deadline: Option<Instant>) -> Self {
         CallTimers {
-            deadline: deadline.map(|d| Box::pin(monoio::time::sleep_until(d.into()))),
+            deadline,
             watch: Watch::Pending,
         }
     }
 }
 
-async fn wait_deadline(deadline: &mut Option<Pin<Box<monoio::time::Sleep>>>) {
-    match deadline {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn client_readable(watch: &mut Watch, stream: &TcpStream) -> std::io::Result<()> {
-    if matches!(watch, Watch::Pending) {
-        *watch = Watch::Delay(Box::pin(monoio::time::sleep(CLIENT_WATCH_DELAY)));
-    }
-    match watch {
-        Watch::Delay(delay) => delay.as_mut().await,
-        Watch::Pending | Watch::Off => return std::future::pending().await,
+async fn client_readable(watch: Watch, stream: &TcpStream) -> std::io::Result<()> {
+    if watch != Watch::On {
+        return std::future::pending().await;
     }
     stream.readable(false).await
 }
