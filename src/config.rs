@@ -103,9 +103,10 @@ pub struct Config {
     pub idle_timeout_ms: u64,
 
     /// Initial read buffer per downstream connection; it grows up to the head or body need.
-    /// 2 KiB holds a typical browser gRPC-Web head and keeps 1,000 idle connections at about
-    /// 2 MB of buffers; a larger head grows it.
-    #[arg(long, env = "RINGWAY_READ_BUFFER_BYTES", default_value_t = 2048)]
+    /// 1 KiB, like nginx's client_header_buffer_size: request heads and small bodies are slices
+    /// of it, so it lives as long as the call. A larger head grows it (one more read, and a copy
+    /// of what was read so far).
+    #[arg(long, env = "RINGWAY_READ_BUFFER_BYTES", default_value_t = 1024)]
     pub read_buffer_bytes: usize,
 
     /// Path answered locally with 200 for load-balancer health checks (GET or HEAD).

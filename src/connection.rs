@@ -38,6 +38,7 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use crate::access_log;
+use crate::coarse_timer::CoarseTimer;
 use crate::error::{Error, Reply};
 use crate::grpc_web::{self, Base64Decoder, WebContentType};
 use crate::http1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Method, RequestHead, Version};
@@ -73,7 +74,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContex
         log: RequestLog::default(),
         buf: BytesMut::with_capacity(context.limits.read_buffer_bytes),
         out: Output::default(),
-        timer: ConnTimer::default(),
+        timer: context.timers.timer(),
         stream,
         context,
     };
@@ -99,8 +100,8 @@ struct Downstream {
     /// Bytes read from the client and not yet consumed; heads and bodies are split off its front.
     buf: BytesMut,
     out: Output,
-    /// The connection's one timer, for whatever it waits on at the time.
-    timer: ConnTimer,
+    /// The connection's coarse timer, for whatever it waits on at the time.
+    timer: CoarseTimer,
 }
 
 /// Whether the connection can take another request after this one.
@@ -388,6 +389,7 @@ impl Downstream {
         // provably did not process can be sent again; a streamed body cannot be replayed.
         let replayable = body.complete;
         let _call_guard = self.context.retries.call_started();
+        let mut timers = CallTimers::new(deadline);
         let mut retry: Option<(SocketAddr, RetryGuard)> = None;
         loop {
             let avoid = retry.as_ref().map(|(addr, _)| *addr);
@@ -413,14 +415,14 @@ impl Downstream {
             };
             if !end_of_stream {
                 let sent = self
-                    .send_body(&mut call.body, &mut body, first.clone(), deadline)
+                    .send_body(&mut call.body, &mut body, first.clone(), &mut timers)
                     .await;
                 if let Err(error) = sent {
                     call.body.send_reset(h2::Reason::CANCEL);
                     return Err(CallFailure::after_start(error, body.complete));
                 }
             }
-            let relayed = self.relay_response(call, reply_to, deadline).await;
+            let relayed = self.relay_response(call, reply_to, &mut timers).await;
             match &relayed {
                 Ok(done) if done.status == grpc_web::Code::Unavailable as u32 => {
                     self.record_failure(addr, "UNAVAILABLE".into())
@@ -537,7 +539,7 @@ impl Downstream {
         upstream: &mut SendStream<Bytes>,
         body: &mut BodyReader,
         first: Bytes,
-        deadline: Option<Instant>,
+        timers: &mut CallTimers,
     ) -> Result<(), Error> {
         if body.complete {
             // Already in memory and bounded by the body limit: no need to wait for capacity.
@@ -551,7 +553,6 @@ impl Downstream {
                 send_with_capacity(upstream, piece, body.complete).await?;
                 continue;
             }
-            let read_deadline = earliest(Instant::now() + read_timeout, deadline);
             let read = read_more(
                 &mut self.stream,
                 &mut self.buf,
@@ -559,15 +560,14 @@ impl Downstream {
                 &self.received,
             );
             let read = monoio::select! {
-                read = read => Some(read),
-                _ = self.timer.at(read_deadline) => None,
+                read = read => read,
+                _ = self.timer.at(Instant::now() + read_timeout) => return Err(Error::RequestTimeout),
+                _ = wait_deadline(&mut timers.deadline) => return Err(Error::DeadlineExceeded),
             };
             match read {
-                Some(Ok(n)) if n > 0 => {}
+                Ok(n) if n > 0 => {}
                 // The client went away mid-body: nobody is left to answer.
-                Some(_) => return Err(Error::RequestTimeout),
-                None if Some(read_deadline) == deadline => return Err(Error::DeadlineExceeded),
-                None => return Err(Error::RequestTimeout),
+                _ => return Err(Error::RequestTimeout),
             }
         }
         Ok(())
@@ -578,7 +578,7 @@ impl Downstream {
         &mut self,
         call: Call,
         reply_to: &ReplyTo,
-        deadline: Option<Instant>,
+        timers: &mut CallTimers,
     ) -> Result<Relayed, CallFailure> {
         let Call {
             response,
@@ -591,7 +591,6 @@ impl Downstream {
             .expect("relay_response is only called for gRPC calls");
         let mut upstream = UpstreamState::Head(response);
         let mut headers_sent = false;
-        let mut timers = CallTimers::new(deadline);
         let mut unreleased_bytes = 0usize;
         let chunked = reply_to.version == Version::Http11;
         // The loop ends with the upstream's grpc-status.
@@ -603,7 +602,7 @@ impl Downstream {
                     release(&mut upstream, &mut unreleased_bytes);
                     continue;
                 }
-                None => self.wait_event(&mut upstream, &mut timers).await,
+                None => self.wait_event(&mut upstream, timers).await,
             };
             match event {
                 Event::Headers(response) => {
@@ -698,21 +697,14 @@ impl Downstream {
             timers.watch = Watch::From(Instant::now() + CLIENT_WATCH_DELAY);
         }
         loop {
-            // One timer for both: whichever of the deadline and the watch's start comes first.
             let watch_from = match timers.watch {
                 Watch::From(at) => Some(at),
                 _ => None,
             };
-            let wake = match (timers.deadline, watch_from) {
-                (Some(deadline), Some(watch)) => Some(deadline.min(watch)),
-                (deadline, watch) => deadline.or(watch),
-            };
             let readable = monoio::select! {
                 event = poll_fn(|cx| poll_upstream(upstream, cx)) => return event,
-                _ = wait_until(&mut self.timer, wake) => {
-                    if wake == timers.deadline {
-                        return Event::Failed(Error::DeadlineExceeded);
-                    }
+                _ = wait_deadline(&mut timers.deadline) => return Event::Failed(Error::DeadlineExceeded),
+                _ = wait_until(&mut self.timer, watch_from) => {
                     timers.watch = Watch::On;
                     continue;
                 }
@@ -1037,41 +1029,27 @@ fn release(state: &mut UpstreamState, unreleased_bytes: &mut usize) {
     *unreleased_bytes = 0;
 }
 
-/// A connection's one timer, made at its first wait and reset for each one after: the head read
-/// (idle and header timeouts, the drain grace), a write to a client that stopped reading, a
-/// body read, and a call's deadline and client watch all wait on it, never two at once.
-///
-/// One boxed timer rather than a `Sleep` in each waiting future: monoio's `Sleep` is 640 bytes
-/// aligned to 128, and embedding it made every connection's task and every in-flight call several
-/// KiB larger (docs/benchmarks.md, memory). Pushing a deadline later is also cheaper than making
-/// a new timer: the timer wheel only records the new expiry.
-#[derive(Default)]
-struct ConnTimer(Option<Pin<Box<monoio::time::Sleep>>>);
-
-impl ConnTimer {
-    /// The timer, set to fire at `deadline`.
-    fn at(&mut self, deadline: Instant) -> Pin<&mut monoio::time::Sleep> {
-        let deadline = deadline.into();
-        let sleep = self
-            .0
-            .get_or_insert_with(|| Box::pin(monoio::time::sleep_until(deadline)));
-        sleep.as_mut().reset(deadline);
-        sleep.as_mut()
-    }
-}
-
-/// Fire at `deadline`, or never.
-async fn wait_until(timer: &mut ConnTimer, deadline: Option<Instant>) {
+/// Fire at `deadline` (coarsely), or never.
+async fn wait_until(timer: &mut CoarseTimer, deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => timer.at(deadline).await,
         None => std::future::pending().await,
     }
 }
 
-/// A call's deadline and the state of the client watch.
+/// A call's deadline and the state of the client watch, kept across attempts.
 struct CallTimers {
-    deadline: Option<Instant>,
+    /// `grpc-timeout` is the one deadline kept precisely: boxed, and made only when the client
+    /// sent one (monoio's `Sleep` is 640 bytes; see coarse_timer).
+    deadline: Option<Pin<Box<monoio::time::Sleep>>>,
     watch: Watch,
+}
+
+async fn wait_deadline(deadline: &mut Option<Pin<Box<monoio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Watching the client socket during a call.
@@ -1090,7 +1068,7 @@ enum Watch {
 impl CallTimers {
     fn new(deadline: Option<Instant>) -> Self {
         CallTimers {
-            deadline,
+            deadline: deadline.map(|d| Box::pin(monoio::time::sleep_until(d.into()))),
             watch: Watch::Pending,
         }
     }
@@ -1159,10 +1137,6 @@ async fn send_with_capacity(
         let _ = upstream.send_data(Bytes::new(), true);
     }
     Ok(())
-}
-
-fn earliest(a: Instant, b: Option<Instant>) -> Instant {
-    b.map_or(a, |b| a.min(b))
 }
 
 /// The call's deadline from `grpc-timeout`, capped by `--grpc-timeout-max-ms`.
@@ -1493,8 +1467,10 @@ struct Output {
 impl Output {
     /// Room for head and framing bytes; they are sealed into a slice before the next data slice.
     fn scratch(&mut self) -> &mut BytesMut {
+        // 512 bytes hold a typical response head, chunk framing and trailer frame; the
+        // allocation lives until the response is written, so in-flight calls each hold one.
         if self.scratch.capacity() - self.scratch.len() < 256 {
-            self.scratch.reserve(1024);
+            self.scratch.reserve(512);
         }
         &mut self.scratch
     }

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod coarse_timer;
 pub mod config;
 pub mod connection;
 pub mod cors;

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::access_log::{Sink, WorkerLog};
+use crate::coarse_timer::CoarseTimers;
 use crate::config::{Config, DownstreamLimits, IoDriver};
 use crate::connection;
 use crate::cors::CorsPolicy;
@@ -51,6 +52,8 @@ pub struct WorkerContext {
     pub draining: Cell<bool>,
     /// Wakes idle keep-alive connections when the drain begins, so they close at once.
     pub drain_started: tokio::sync::Notify,
+    /// The connections' idle, read, write and drain-grace timeouts, fired by housekeeping.
+    pub timers: Rc<CoarseTimers>,
     /// This worker's access log buffer, when the log is on.
     pub access_log: std::cell::RefCell<Option<WorkerLog>>,
     /// This worker's per-endpoint view, republished by `housekeeping` for readers off the
@@ -71,14 +74,15 @@ impl WorkerContext {
     }
 }
 
-/// How often a worker looks for a new endpoint set without waiting for a call, and republishes
-/// its endpoint statistics every fourth time.
+/// How often a worker fires its connections' coarse timeouts, looks for a new endpoint set
+/// without waiting for a call, and republishes its endpoint statistics (every fourth time).
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Per-worker background work off the request path: pick up endpoint-set changes even when
 /// idle (so new endpoints are warmed and removed ones drained promptly), and publish stats.
 async fn housekeeping(context: Rc<WorkerContext>) {
     for tick in 0u64.. {
+        context.timers.fire_expired(Instant::now());
         context.reconcile(&context.directory.snapshot());
         if tick % 4 == 0 {
             context.endpoint_stats.store(Arc::new(context.pool.stats()));
@@ -428,6 +432,7 @@ fn run_worker(
         stats,
         draining: Cell::new(false),
         drain_started: tokio::sync::Notify::new(),
+        timers: Rc::new(CoarseTimers::default()),
         access_log: std::cell::RefCell::new(
             access_log.map(|sink| WorkerLog::new(sink, config.access_log_format)),
         ),

@@ -180,6 +180,41 @@ fn oversized_heads_get_431_and_close() {
 }
 
 #[test]
+fn heads_larger_than_the_read_buffer_grow_it() {
+    // A browser's head with a bearer token and cookies is several times the default 1 KiB
+    // buffer: it must grow, on every request of a keep-alive connection, pipelined or not.
+    let backend = start_backend("b");
+    let token = format!("Bearer {}", "t".repeat(1500));
+    let cookie = "c".repeat(1200);
+    for_each_driver(|driver| {
+        for buffer in ["512", "1024"] {
+            let proxy = start_proxy(
+                driver,
+                &[backend.local_addr()],
+                &["--read-buffer-bytes", buffer],
+            );
+            let mut client = Reader::new(connect(proxy.local_addr()));
+            let request = |i: u8| {
+                grpc_web_request(
+                    UNARY,
+                    &[("authorization", &token), ("cookie", &cookie)],
+                    &grpc_frame(&[i; 16]),
+                )
+            };
+            for i in 0..3 {
+                client.write(&request(i));
+                assert_echo(&client.read_response(), "b", &[&[i; 16]]);
+            }
+            let mut pipelined = request(7);
+            pipelined.extend(request(8));
+            client.write(&pipelined);
+            assert_echo(&client.read_response(), "b", &[&[7; 16]]);
+            assert_echo(&client.read_response(), "b", &[&[8; 16]]);
+        }
+    });
+}
+
+#[test]
 fn oversized_bodies_get_413_and_close() {
     let backend = start_backend("b");
     let expected = local_error("413 Content Too Large", "request body too large");
