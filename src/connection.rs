@@ -1285,13 +1285,17 @@ fn translate_headers(
     deadline: Option<Instant>,
 ) -> Result<HeaderMap, Error> {
     let nominated = connection_nominated(head);
-    let mut headers = HeaderMap::with_capacity(head.headers.len() + 2);
-    for h in &head.headers {
-        if is_dropped_request_header(&h.name)
-            || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
-        {
-            continue;
-        }
+    let forwarded = |h: &&http1::Header| {
+        !is_dropped_request_header(&h.name)
+            && !nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
+    };
+    // Sized for what is sent: a HeaderMap entry is over 100 bytes, the map lives until h2 has
+    // written the HEADERS frame, and sizing by the downstream head (host, content-length,
+    // browser headers...) doubled its allocation.
+    let extra = 2 + usize::from(deadline.is_some());
+    let mut headers =
+        HeaderMap::with_capacity(head.headers.iter().filter(forwarded).count() + extra);
+    for h in head.headers.iter().filter(forwarded) {
         let name = HeaderName::from_bytes(&h.name).map_err(|_| malformed("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(h.value.clone())
             .map_err(|_| malformed("bad header value"))?;
