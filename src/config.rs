@@ -94,11 +94,12 @@ pub struct Config {
     pub body_bytes_max: u64,
 
     /// Time allowed to receive a whole request head, and between body reads, once its first
-    /// byte arrived (slowloris defence); expiry gets 408.
+    /// byte arrived (slowloris defence); expiry gets 408. Enforced within 250 ms after it.
     #[arg(long, env = "RINGWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
 
-    /// How long an idle keep-alive connection is kept open waiting for its next request.
+    /// How long an idle keep-alive connection is kept open waiting for its next request, and
+    /// how long a client may stop reading its response. Enforced within 250 ms after it.
     #[arg(long, env = "RINGWAY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 
