@@ -10,8 +10,9 @@
 # Scenario "latency": 64 keep-alive connections, 1 load thread, fixed duration; every setup
 # is run REPEATS times, alternating setups, and the medians are reported: requests/s, p50,
 # p99, the proxy's CPU microseconds per request (on-CPU ns of all its threads from
-# /proc/PID/task/*/schedstat, after minus before, over completed requests), the backend's
-# CPU per request, and the proxy's peak RSS (VmHWM).
+# /proc/PID/task/*/schedstat, after minus before, over completed requests) and its split into
+# user space and kernel (utime/stime of /proc/PID/stat, in clock ticks), the backend's CPU per
+# request, and the proxy's peak RSS (VmHWM).
 # Scenario "memory": the proxy with 2 workers and 1,000 keep-alive connections; peak RSS.
 #
 # Usage: bench/e2e.sh [--duration S] [--repeats N] [--setups "ringway envoy floor"]
@@ -57,7 +58,7 @@ CALL_PATH=/ringway.test.Echo/Unary
 OUT="$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.tsv"
-printf 'scenario\tsetup\trepeat\trps\tp50_us\tp99_us\tproxy_cpu_us_per_req\tbackend_cpu_us_per_req\tproxy_peak_rss_kb\tbad_replies\tloadavg_1m\n' > "$RESULTS"
+printf 'scenario\tsetup\trepeat\trps\tp50_us\tp99_us\tproxy_cpu_us_per_req\tproxy_user_us_per_req\tproxy_sys_us_per_req\tbackend_cpu_us_per_req\tproxy_peak_rss_kb\tbad_replies\tloadavg_1m\n' > "$RESULTS"
 
 log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -94,6 +95,10 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 cpu_ns() { # on-CPU nanoseconds of every thread of pid (first field of schedstat)
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+
+user_sys_ticks() { # pid -> "utime stime" of the whole process, in clock ticks (/proc/PID/stat)
+  awk '{ print $14, $15 }' /proc/"$1"/stat 2>/dev/null || echo "0 0"
 }
 
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' /proc/"$1"/status 2>/dev/null || echo 0; }
@@ -197,6 +202,7 @@ run_once() { # scenario setup repeat connections workers
   fi
 
   local proxy_before=0 proxy_after=0 backend_before backend_after requests rps p50 p99 bad
+  local ticks_before="0 0" ticks_after="0 0"
   if [ "$setup" = floor ]; then
     run_h2load "$conns" "$WARMUP_S" "$RUN_DIR/warmup.txt"
     backend_before=$(cpu_ns "$BACKEND_PID")
@@ -207,36 +213,43 @@ run_once() { # scenario setup repeat connections workers
   else
     run_wrk "$conns" "$WARMUP_S" "$RUN_DIR/warmup.txt"
     proxy_before=$(cpu_ns "$PROXY_PID")
+    ticks_before=$(user_sys_ticks "$PROXY_PID")
     backend_before=$(cpu_ns "$BACKEND_PID")
     run_wrk "$conns" "$DURATION_S" "$RUN_DIR/load.txt"
     proxy_after=$(cpu_ns "$PROXY_PID")
+    ticks_after=$(user_sys_ticks "$PROXY_PID")
     backend_after=$(cpu_ns "$BACKEND_PID")
     read -r requests rps p50 p99 bad < <(wrk_summary "$RUN_DIR/load.txt")
     grep '^FIRST_BAD' "$RUN_DIR/load.txt" >&2 || true
   fi
 
-  local proxy_cpu="-" backend_cpu="-" rss="-"
+  local proxy_cpu="-" proxy_user="-" proxy_sys="-" backend_cpu="-" rss="-"
   if [ "${requests:-0}" -gt 0 ]; then
     backend_cpu=$(awk -v a="$backend_before" -v b="$backend_after" -v n="$requests" \
       'BEGIN { printf "%.1f", (b - a) / 1000 / n }')
     if [ "$setup" != floor ]; then
       proxy_cpu=$(awk -v a="$proxy_before" -v b="$proxy_after" -v n="$requests" \
         'BEGIN { printf "%.1f", (b - a) / 1000 / n }')
+      # The same CPU split into user space and kernel (the kernel's TCP/IP stack, and on
+      # loopback the receive path of the peer a write is sent to).
+      read -r proxy_user proxy_sys < <(echo "$ticks_before $ticks_after" | awk -v n="$requests" \
+        -v hz="$(getconf CLK_TCK)" '{ printf "%.1f %.1f\n", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n }')
     fi
   fi
   if [ "$setup" != floor ]; then
     if kill -0 "$PROXY_PID" 2>/dev/null; then rss=$(peak_rss_kb "$PROXY_PID"); else log "$setup died during the run"; fi
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$setup" "$repeat" \
-    "${rps:--}" "${p50:--}" "${p99:--}" "$proxy_cpu" "$backend_cpu" "$rss" "${bad:--}" "$load_before" >>"$RESULTS"
-  log "  rps=${rps:--} p50=${p50:--}us p99=${p99:--}us proxy_cpu=${proxy_cpu}us/req backend_cpu=${backend_cpu}us/req peak_rss=${rss}kB bad=${bad:--} (loadavg before: $load_before)"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$setup" "$repeat" \
+    "${rps:--}" "${p50:--}" "${p99:--}" "$proxy_cpu" "$proxy_user" "$proxy_sys" "$backend_cpu" "$rss" \
+    "${bad:--}" "$load_before" >>"$RESULTS"
+  log "  rps=${rps:--} p50=${p50:--}us p99=${p99:--}us proxy_cpu=${proxy_cpu}us/req (user ${proxy_user}, sys ${proxy_sys}) backend_cpu=${backend_cpu}us/req peak_rss=${rss}kB bad=${bad:--} (loadavg before: $load_before)"
 
   [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
   stop "$BACKEND_PID"
 }
 
 record() { # scenario setup repeat note
-  printf '%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
 }
 
 wrk_summary() { # wrk output -> "requests rps p50_us p99_us bad"
@@ -269,10 +282,11 @@ summarise() {
   python3 - "$RESULTS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-cols = ["rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "backend_cpu_us_per_req",
-        "proxy_peak_rss_kb", "bad_replies", "loadavg_1m"]
-heads = ["req/s", "p50 µs", "p99 µs", "proxy CPU µs/req", "backend CPU µs/req",
-         "proxy peak RSS MiB", "bad replies", "loadavg 1m"]
+cols = ["rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "proxy_user_us_per_req",
+        "proxy_sys_us_per_req", "backend_cpu_us_per_req", "proxy_peak_rss_kb", "bad_replies",
+        "loadavg_1m"]
+heads = ["req/s", "p50 µs", "p99 µs", "proxy CPU µs/req", "of which user", "of which kernel",
+         "backend CPU µs/req", "proxy peak RSS MiB", "bad replies", "loadavg 1m"]
 def median(values):
     nums = []
     for v in values:
