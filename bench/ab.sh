@@ -11,6 +11,7 @@
 # on CPU 1. Only 127.0.0.1; every process started is stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ $# -lt 2 ] || [ "$1" = -h ] || [ "$1" = --help ]; then sed -n '2,11p' "$0"; exit 2; fi
 A=$1; B=$2; REPEATS=${3:-3}; DURATION=${4:-8}; CONNS=${5:-64}; WORKERS=${6:-1}
 PROXY_PORT=18380; BACKEND_PORT=18381
 LOAD="$ROOT/target/release/ringway-load"

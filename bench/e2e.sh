@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     --setups) SETUPS=$2; shift 2 ;;
     --no-memory) MEMORY=0; shift ;;
     --skip-build) SKIP_BUILD=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
