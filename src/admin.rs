@@ -183,7 +183,13 @@ impl Admin {
     }
 
     fn totals(&self) -> Totals {
-        Totals::sum(self.view.worker_stats.iter().map(|s| s.as_ref()))
+        let mut totals = Totals::sum(self.view.worker_stats.iter().map(|s| s.as_ref()));
+        totals.access_log_lines_dropped = self
+            .view
+            .access_log
+            .as_ref()
+            .map_or(0, |sink| sink.lost_lines());
+        totals
     }
 
     fn stats_text(&self) -> String {

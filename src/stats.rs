@@ -105,6 +105,8 @@ pub struct Totals {
     pub duration_buckets: [u64; DURATION_BUCKETS_US.len()],
     pub duration_count: u64,
     pub duration_sum_us: u64,
+    /// Access-log lines dropped because the writer fell behind (process-wide, not per worker).
+    pub access_log_lines_dropped: u64,
 }
 
 impl Totals {
@@ -161,6 +163,11 @@ impl Totals {
             .checked_div(self.duration_count)
             .unwrap_or(0);
         let _ = writeln!(out, "calls.duration_mean_us: {mean_us}");
+        let _ = writeln!(
+            out,
+            "access_log.lines_dropped: {}",
+            self.access_log_lines_dropped
+        );
     }
 
     /// Prometheus text exposition format (version 0.0.4).
@@ -212,6 +219,12 @@ impl Totals {
             "counter",
             "Calls retried because the upstream did not process them.",
             self.retries,
+        );
+        metric(
+            "ringway_access_log_lines_dropped_total",
+            "counter",
+            "Access-log lines dropped because the log writer fell behind.",
+            self.access_log_lines_dropped,
         );
         let _ = writeln!(out, "# HELP ringway_downstream_local_responses_total Requests refused locally, by HTTP status.\n# TYPE ringway_downstream_local_responses_total counter");
         for (status, n) in LOCAL_HTTP_STATUSES.iter().zip(self.local_http) {

@@ -180,6 +180,8 @@ pub struct ServerView {
     pub worker_stats: Vec<Arc<WorkerStats>>,
     pub endpoint_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
     pub discovery: Option<StatusReader>,
+    /// The access log's writer, for the count of lines it had to drop.
+    pub access_log: Option<Sink>,
 }
 
 /// The io driver actually in use, after `auto` was resolved.
@@ -202,6 +204,7 @@ pub struct Server {
     /// Each worker's latest per-endpoint view (republished about every second).
     worker_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
     counters: Vec<Arc<WorkerStats>>,
+    access_log: Option<Sink>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -306,6 +309,7 @@ impl Server {
             health,
             worker_stats,
             counters,
+            access_log: access_log_sink,
             stop,
             workers,
         })
@@ -332,6 +336,7 @@ impl Server {
             worker_stats: self.counters.clone(),
             endpoint_stats: self.worker_stats.clone(),
             discovery: self.discovery.as_ref().map(DiscoveryHandle::status_reader),
+            access_log: self.access_log.clone(),
         }
     }
 

@@ -102,8 +102,13 @@ fn admin_endpoints_and_access_log() {
             text.contains("ringway_call_duration_seconds_count 3\n"),
             "{text}"
         );
+        assert!(
+            text.contains("ringway_access_log_lines_dropped_total 0\n"),
+            "{text}"
+        );
         let stats = String::from_utf8(admin(admin_addr, "GET", "/stats").body).unwrap();
         assert!(stats.contains("calls.grpc_status.OK: 3\n"), "{stats}");
+        assert!(stats.contains("access_log.lines_dropped: 0\n"), "{stats}");
         let calls_in_clusters = || {
             let clusters = String::from_utf8(admin(admin_addr, "GET", "/clusters").body).unwrap();
             let line = format!("{} state=active health=healthy", backend.local_addr());
