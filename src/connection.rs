@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -65,8 +66,33 @@ const CRLF: &[u8] = b"\r\n";
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 const GRPC_WEB_PROTO: &[u8] = b"application/grpc-web+proto";
 
+/// A connection counted as active from its accept until its task ends or is dropped. Counting at
+/// accept rather than when the task first runs matters to a drain: a connection accepted just
+/// before the listener closed, whose task has not run yet, is waited for (and answered with
+/// `Connection: close`) instead of being dropped unanswered when the worker exits.
+pub struct ActiveConnection(Arc<WorkerStats>);
+
+impl ActiveConnection {
+    pub fn new(stats: &Arc<WorkerStats>) -> Self {
+        stats.connections_accepted.add(1);
+        stats.connections_active.add(1);
+        ActiveConnection(stats.clone())
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.sub(1);
+    }
+}
+
 /// Serve one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContext>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: Rc<WorkerContext>,
+    active: ActiveConnection,
+) {
     let mut downstream = Downstream {
         received: Cell::new(0),
         sent: 0,
@@ -78,11 +104,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, context: Rc<WorkerContex
         stream,
         context,
     };
-    let stats = downstream.context.stats.clone();
-    stats.connections_accepted.add(1);
-    stats.connections_active.add(1);
     downstream.run().await;
-    stats.connections_active.sub(1);
+    drop(active);
     debug!(%peer, "downstream connection closed");
 }
 

@@ -497,7 +497,8 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 // Responses are written whole per flush; Nagle would only add latency.
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(connection::serve(stream, peer, context.clone()));
+                let active = connection::ActiveConnection::new(&context.stats);
+                monoio::spawn(connection::serve(stream, peer, context.clone(), active));
             }
             // Running out of descriptors or memory must not kill the worker: back off briefly
             // so the loop does not spin while the condition lasts.
