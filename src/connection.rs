@@ -1308,17 +1308,23 @@ fn translate_headers(
     deadline: Option<Instant>,
 ) -> Result<HeaderMap, Error> {
     let nominated = connection_nominated(head);
-    let forwarded = |h: &&http1::Header| {
-        !is_dropped_request_header(&h.name)
-            && !nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
-    };
-    // Sized for what is sent: a HeaderMap entry is over 100 bytes, the map lives until h2 has
-    // written the HEADERS frame, and sizing by the downstream head (host, content-length,
-    // browser headers...) doubled its allocation.
-    let extra = 2 + usize::from(deadline.is_some());
+    // Sized for what is sent, without a pass of its own: the head's field count less the fields
+    // the parser already found and that are never forwarded (Host, Content-Type, a body's
+    // framing header), plus what is added. An upper bound: other dropped fields still count. A
+    // HeaderMap entry is over 100 bytes and lives until h2 has written the HEADERS frame;
+    // sizing by the whole head doubled its allocation.
+    let known_dropped = usize::from(head.host.is_some())
+        + usize::from(head.content_type.is_some())
+        + usize::from(!matches!(head.body, BodyKind::Empty));
+    let added = 2 + usize::from(deadline.is_some());
     let mut headers =
-        HeaderMap::with_capacity(head.headers.iter().filter(forwarded).count() + extra);
-    for h in head.headers.iter().filter(forwarded) {
+        HeaderMap::with_capacity(head.headers.len().saturating_sub(known_dropped) + added);
+    for h in &head.headers {
+        if is_dropped_request_header(&h.name)
+            || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
+        {
+            continue;
+        }
         let name = HeaderName::from_bytes(&h.name).map_err(|_| malformed("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(h.value.clone())
             .map_err(|_| malformed("bad header value"))?;
