@@ -26,7 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Purging after 10 ms instead of mimalloc v3's 1 s gives pages freed by one size class back
 /// in time for another to reuse them: a burst of 1,000 new connections peaked 0.5-0.9 MB lower
-/// (docs/benchmarks.md), for about a thousand `madvise` calls a second under that load and no
+/// (docs/benchmarks.md), for about 400 `madvise` calls a second under that load and no
 /// CPU cost per call measurable beside the run-to-run noise.
 extern "C" fn configure_allocator() {
     // Indices in mimalloc v3's `mi_option_e` (include/mimalloc.h), the version libmimalloc-sys
