@@ -25,7 +25,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// connections actually served; the sidecar this replaces ran under a 20 Mi limit.
 ///
 /// Purging after 10 ms instead of mimalloc v3's 1 s gives pages freed by one size class back
-/// in time for another to reuse them: a burst of 1,000 new connections peaked 0.5-0.9 MB lower
+/// in time for another to reuse them: a burst of 1,000 new connections peaked 0.3-0.9 MB lower
 /// (docs/benchmarks.md), for about 400 `madvise` calls a second under that load and no
 /// CPU cost per call measurable beside the run-to-run noise.
 extern "C" fn configure_allocator() {
