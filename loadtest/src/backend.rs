@@ -472,19 +472,27 @@ async fn serve(
     drain(&mut connections, &shared, &mut control).await;
 }
 
-/// Waits until every connection has closed, or no call is in flight (after a short pause so
-/// GOAWAY frames reach the sockets), or the grace period ends, or a kill arrives.
+/// Waits until every connection has closed, or the grace period ends, or a kill arrives. h2's
+/// graceful shutdown closes a connection by itself once its GOAWAY handshake (GOAWAY, PING, the
+/// final GOAWAY with the last stream id) is done and its streams have ended.
+///
+/// A client that never answers the PING (its task is not being polled) would hold the drain for
+/// the whole grace period, so once no call is in flight the drain also ends after
+/// [`UNANSWERED_HANDSHAKE`]. That is far longer than a live client takes to answer, even a debug
+/// build on a loaded machine: closing earlier (it was 10 ms) reset streams a busy client had sent
+/// before it read the GOAWAY, which it could not tell from processed ones, so a proxy in front
+/// failed them instead of retrying (seen once in tests/scaling.rs's rolling update).
 async fn drain(
     connections: &mut JoinSet<()>,
     shared: &Shared,
     control: &mut watch::Receiver<Control>,
 ) {
-    const MIN_DRAIN_MS: u64 = 10;
+    const UNANSWERED_HANDSHAKE: Duration = Duration::from_millis(250);
     let started = Instant::now();
     let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
     while !connections.is_empty() && started.elapsed() < grace {
         let idle = shared.counters.in_flight.load(Ordering::Relaxed) == 0;
-        if idle && started.elapsed() >= Duration::from_millis(MIN_DRAIN_MS) {
+        if idle && started.elapsed() >= UNANSWERED_HANDSHAKE {
             return;
         }
         tokio::select! {
