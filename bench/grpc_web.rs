@@ -8,8 +8,9 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringway::cors::CorsPolicy;
 use ringway::grpc_web::{
-    classify_content_type, encode_base64_flush, encode_trailer_frame, Base64Decoder, FrameParser,
+    classify_content_type, encode_base64_flush, encode_trailer_frame, Base64Decoder,
 };
+use ringway::testing::FrameParser;
 use std::hint::black_box;
 
 fn message(len: usize) -> Vec<u8> {

@@ -5,9 +5,8 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ringway::http1::{
-    encode_response_head, parse_request_head, ChunkEvent, ChunkedDecoder, HeadLimits, Version,
-};
+use ringway::http1::{parse_request_head, ChunkEvent, ChunkedDecoder, HeadLimits, Version};
+use ringway::testing::encode_response_head;
 
 /// What Chrome sends for a unary grpc-web call made with grpc-web-javascript from another origin
 /// (18 header fields, 650 bytes).

@@ -20,8 +20,8 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::server::ServerView;
 use crate::stats::Totals;
-use crate::worker::ServerView;
 
 /// Admin requests are small; anything larger is refused.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;

@@ -54,7 +54,14 @@ impl EndpointDirectory {
         generation
     }
 
-    /// The current snapshot. Lock-free: arc-swap's load is a few atomic operations.
+    /// The current snapshot, for the request path: a guard that does not touch the shared
+    /// reference count (arc-swap's thread-local debt slots), so cores reading it on every call
+    /// do not bounce one cache line between them. Hold it only briefly, never across a wait.
+    pub fn current(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
+        self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc`, for readers off the request path that keep it.
     pub fn snapshot(&self) -> Arc<EndpointSet> {
         self.current.load_full()
     }

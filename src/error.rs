@@ -3,14 +3,20 @@
 //! Errors come from three sides (pingora-error's split): the downstream client sent something
 //! we refuse, the upstream failed, or we ran out of something locally. Downstream errors are
 //! answered with an HTTP status and the connection is closed, because after a malformed request
-//! the byte stream cannot be trusted. Everything that happens once a well-formed gRPC-Web call
-//! was accepted ends in a gRPC status the browser's client can read, never a bare HTTP error.
+//! the byte stream cannot be trusted. Everything that happens once a well-formed call was
+//! accepted ends in a gRPC status the client's library can read, never a bare HTTP error.
+//!
+//! Classifying an error ([`Error::side`], [`Error::http_status`], [`Error::code`]) never
+//! formats a string: the request path classifies every failed call (for outlier ejection and
+//! the counters), and only the reply to the client needs the message ([`Error::message`]).
+//! Which errors may be retried is decided in `retry.rs`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 
-use crate::grpc_web::{code_from_h2_reason, code_from_http_status, Code};
 use crate::http1::Http1Error;
+use crate::status::{code_from_h2_reason, code_from_http_status, Code};
 
 /// Which side an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +68,7 @@ pub enum Error {
 pub enum Reply {
     /// An HTTP error status with a short reason as the body; the connection closes after it.
     Http { status: u16, reason: &'static str },
-    /// A gRPC status, as trailers-only (HTTP 200) or as the final trailer frame.
+    /// A gRPC status, as trailers-only (HTTP 200) or as the final trailers.
     Grpc { code: Code, message: String },
 }
 
@@ -87,96 +93,111 @@ impl Error {
         }
     }
 
-    /// Whether the request provably never reached the upstream application, so another endpoint
-    /// may be tried without risking a duplicate call.
-    pub fn retry_safe(&self) -> bool {
+    /// The HTTP status of an error answered with one (the downstream's protocol errors), or
+    /// `None` for the errors that end a call with a gRPC status.
+    pub fn http_status(&self) -> Option<u16> {
         match self {
-            Error::Connect(_) | Error::ConnectTimeout => true,
-            // REFUSED_STREAM is the peer's promise that it did not process the stream
-            // (RFC 9113 §8.7), and a GOAWAY refusal means the stream was never opened.
-            Error::H2(e) => e.reason() == Some(h2::Reason::REFUSED_STREAM) || e.is_go_away(),
-            _ => false,
+            Error::Http1(e) => Some(e.status()),
+            Error::RequestTimeout => Some(408),
+            Error::UnsupportedMediaType => Some(415),
+            Error::MethodNotAllowed => Some(405),
+            Error::BadBase64 => Some(400),
+            Error::ClientClosed(_) => Some(400),
+            _ => None,
         }
     }
 
-    /// Whether a retry may go to the same endpoint: a stream refused on one connection can
-    /// succeed on a fresh one, but an endpoint that refused the connection is in backoff.
-    pub fn retry_same_endpoint(&self) -> bool {
-        matches!(self, Error::H2(_))
+    /// The gRPC status an error ends a call with (grpc/grpc doc/http-grpc-status-mapping.md
+    /// and PROTOCOL-HTTP2.md). Errors answered with an HTTP status map as the HTTP status
+    /// would, for protocols that can only carry a gRPC status at that point.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::NoEndpoint
+            | Error::Connect(_)
+            | Error::ConnectTimeout
+            | Error::PendingTimeout => Code::Unavailable,
+            Error::PoolExhausted => Code::ResourceExhausted,
+            Error::H2(e) => h2_code(e),
+            Error::UpstreamHttpStatus(status) => code_from_http_status(*status),
+            Error::UpstreamProtocol(_) => Code::Internal,
+            Error::DeadlineExceeded => Code::DeadlineExceeded,
+            Error::ClientClosed(_) => Code::Cancelled,
+            Error::RequestTimeout => Code::DeadlineExceeded,
+            Error::Http1(_) | Error::UnsupportedMediaType | Error::MethodNotAllowed => {
+                Code::Internal
+            }
+            Error::BadBase64 => Code::InvalidArgument,
+        }
     }
 
-    /// The single mapping from error to client-visible status (grpc/grpc
-    /// doc/http-grpc-status-mapping.md and PROTOCOL-HTTP2.md).
-    pub fn reply(&self) -> Reply {
-        let grpc = |code: Code, message: String| Reply::Grpc { code, message };
+    /// The text the client is told: the HTTP reason, or the `grpc-message`.
+    pub fn message(&self) -> Cow<'static, str> {
         match self {
-            Error::Http1(e) => Reply::Http {
-                status: e.status(),
-                reason: e.reason(),
+            Error::Http1(e) => e.reason().into(),
+            Error::RequestTimeout => "request not received in time".into(),
+            Error::UnsupportedMediaType => {
+                "content-type must be application/grpc-web or application/grpc-web-text".into()
+            }
+            Error::MethodNotAllowed => "gRPC-Web calls use POST".into(),
+            Error::BadBase64 => "grpc-web-text body is not valid base64".into(),
+            Error::ClientClosed(_) => "client closed the connection".into(),
+            Error::NoEndpoint => "no healthy upstream".into(),
+            Error::Connect(e) => format!("upstream connect error: {e}").into(),
+            Error::ConnectTimeout => "upstream connect timeout".into(),
+            Error::PoolExhausted => "upstream connection pool and queue are full".into(),
+            Error::PendingTimeout => "timed out waiting for an upstream stream".into(),
+            Error::H2(e) => h2_message(e).into(),
+            Error::UpstreamHttpStatus(status) => {
+                format!("upstream returned HTTP {status} without gRPC status").into()
+            }
+            Error::UpstreamProtocol(what) => (*what).into(),
+            Error::DeadlineExceeded => "deadline exceeded".into(),
+        }
+    }
+
+    /// The single mapping from error to client-visible status.
+    pub fn reply(&self) -> Reply {
+        match self.http_status() {
+            Some(status) => Reply::Http {
+                status,
+                reason: match self.message() {
+                    Cow::Borrowed(reason) => reason,
+                    // Every HTTP-class error's reason is a static string.
+                    Cow::Owned(_) => "request refused",
+                },
             },
-            Error::RequestTimeout => Reply::Http {
-                status: 408,
-                reason: "request not received in time",
+            None => Reply::Grpc {
+                code: self.code(),
+                message: self.message().into_owned(),
             },
-            Error::UnsupportedMediaType => Reply::Http {
-                status: 415,
-                reason: "content-type must be application/grpc-web or application/grpc-web-text",
-            },
-            Error::MethodNotAllowed => Reply::Http {
-                status: 405,
-                reason: "gRPC-Web calls use POST",
-            },
-            Error::BadBase64 => Reply::Http {
-                status: 400,
-                reason: "grpc-web-text body is not valid base64",
-            },
-            Error::ClientClosed(_) => Reply::Http {
-                status: 400,
-                reason: "client closed the connection",
-            },
-            Error::NoEndpoint => grpc(Code::Unavailable, "no healthy upstream".into()),
-            Error::Connect(e) => grpc(Code::Unavailable, format!("upstream connect error: {e}")),
-            Error::ConnectTimeout => grpc(Code::Unavailable, "upstream connect timeout".into()),
-            Error::PoolExhausted => grpc(
-                Code::ResourceExhausted,
-                "upstream connection pool and queue are full".into(),
-            ),
-            Error::PendingTimeout => grpc(
-                Code::Unavailable,
-                "timed out waiting for an upstream stream".into(),
-            ),
-            Error::H2(e) => h2_reply(e),
-            Error::UpstreamHttpStatus(status) => grpc(
-                code_from_http_status(*status),
-                format!("upstream returned HTTP {status} without gRPC status"),
-            ),
-            Error::UpstreamProtocol(what) => grpc(Code::Internal, (*what).to_string()),
-            Error::DeadlineExceeded => grpc(Code::DeadlineExceeded, "deadline exceeded".into()),
         }
     }
 }
 
-fn h2_reply(e: &h2::Error) -> Reply {
-    let (code, message) = match e.reason() {
-        Some(reason) if e.is_go_away() && reason == h2::Reason::NO_ERROR => (
-            Code::Unavailable,
-            "upstream connection closed (GOAWAY)".to_string(),
-        ),
-        Some(reason) => (
-            code_from_h2_reason(reason.into()),
-            format!("upstream reset the stream: {reason:?}"),
-        ),
+fn h2_code(e: &h2::Error) -> Code {
+    match e.reason() {
+        Some(reason) if e.is_go_away() && reason == h2::Reason::NO_ERROR => Code::Unavailable,
+        Some(reason) => code_from_h2_reason(reason.into()),
         // An IO error or a local library error: the connection broke under the call.
-        None => (Code::Unavailable, format!("upstream connection error: {e}")),
-    };
-    Reply::Grpc { code, message }
+        None => Code::Unavailable,
+    }
+}
+
+fn h2_message(e: &h2::Error) -> String {
+    match e.reason() {
+        Some(reason) if e.is_go_away() && reason == h2::Reason::NO_ERROR => {
+            "upstream connection closed (GOAWAY)".to_string()
+        }
+        Some(reason) => format!("upstream reset the stream: {reason:?}"),
+        None => format!("upstream connection error: {e}"),
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.reply() {
-            Reply::Http { status, reason } => write!(f, "HTTP {status}: {reason}"),
-            Reply::Grpc { code, message } => write!(f, "{}: {message}", code.name()),
+        match self.http_status() {
+            Some(status) => write!(f, "HTTP {status}: {}", self.message()),
+            None => write!(f, "{}: {}", self.code().name(), self.message()),
         }
     }
 }
@@ -200,5 +221,81 @@ impl From<Http1Error> for Error {
 impl From<h2::Error> for Error {
     fn from(e: h2::Error) -> Self {
         Error::H2(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downstream_errors_are_http_replies_with_static_reasons() {
+        let errors = [
+            Error::Http1(Http1Error::HeadTooLarge),
+            Error::RequestTimeout,
+            Error::UnsupportedMediaType,
+            Error::MethodNotAllowed,
+            Error::BadBase64,
+            Error::ClientClosed(io::ErrorKind::BrokenPipe.into()),
+        ];
+        let statuses: Vec<u16> = errors.iter().filter_map(Error::http_status).collect();
+        assert_eq!(statuses, [431, 408, 415, 405, 400, 400]);
+        for error in &errors {
+            assert_eq!(error.side(), Side::Downstream);
+            assert!(matches!(error.message(), Cow::Borrowed(_)), "{error:?}");
+            assert!(matches!(error.reply(), Reply::Http { .. }));
+        }
+    }
+
+    #[test]
+    fn upstream_and_local_errors_are_grpc_statuses() {
+        let table = [
+            (Error::NoEndpoint, Code::Unavailable),
+            (
+                Error::Connect(io::ErrorKind::ConnectionRefused.into()),
+                Code::Unavailable,
+            ),
+            (Error::ConnectTimeout, Code::Unavailable),
+            (Error::PoolExhausted, Code::ResourceExhausted),
+            (Error::PendingTimeout, Code::Unavailable),
+            (Error::UpstreamHttpStatus(503), Code::Unavailable),
+            (Error::UpstreamHttpStatus(404), Code::Unimplemented),
+            (Error::UpstreamProtocol("no grpc-status"), Code::Internal),
+            (Error::DeadlineExceeded, Code::DeadlineExceeded),
+            (
+                Error::H2(h2::Error::from(h2::Reason::REFUSED_STREAM)),
+                Code::Unavailable,
+            ),
+            (
+                Error::H2(h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM)),
+                Code::ResourceExhausted,
+            ),
+        ];
+        for (error, code) in table {
+            assert_eq!(error.http_status(), None, "{error:?}");
+            assert_eq!(error.code(), code, "{error:?}");
+            match error.reply() {
+                Reply::Grpc {
+                    code: replied,
+                    message,
+                } => {
+                    assert_eq!(replied, code);
+                    assert!(!message.is_empty());
+                }
+                other => panic!("{error:?} replied {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn display_names_the_status() {
+        assert_eq!(
+            Error::UpstreamHttpStatus(502).to_string(),
+            "UNAVAILABLE: upstream returned HTTP 502 without gRPC status"
+        );
+        assert_eq!(
+            Error::MethodNotAllowed.to_string(),
+            "HTTP 405: gRPC-Web calls use POST"
+        );
     }
 }

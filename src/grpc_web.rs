@@ -9,11 +9,11 @@
 //! - [`classify_content_type`] and [`accepts_text`] read the request's media types;
 //! - [`Base64Decoder`] turns a text-mode request body back into binary, chunk by chunk;
 //! - [`encode_base64_flush`] and [`encode_trailer_frame`] build the response body;
-//! - [`FrameParser`] splits length-prefixed frames wherever whole messages or the trailer
-//!   frame must be seen (request bodies, clients in tests, the fuzz targets);
-//! - [`parse_grpc_timeout`], [`Code`], [`code_from_http_status`], [`code_from_h2_reason`] and
-//!   [`encode_grpc_message`] implement the status rules of `doc/PROTOCOL-HTTP2.md`,
-//!   `doc/http-grpc-status-mapping.md` and `doc/statuscodes.md`.
+//! - [`WebReply`] decides the response's content type (text when asked for with `Accept`), and
+//!   [`is_forwardable_response_header`] which upstream headers reach the client as metadata.
+//!
+//! The status codes and their mappings are in `status.rs`, `grpc-timeout` in `translate.rs`,
+//! and the parser of whole response bodies that the tests use in `testing.rs`.
 //!
 //! Nothing here touches a socket, and nothing panics on input from the network.
 //!
@@ -28,12 +28,14 @@
 //! - trailer names are lower-cased and trailers whose values hold control bytes (CR, LF, NUL,
 //!   ...) are dropped rather than copied into the body.
 
-use crate::http1::trim_ows;
+use std::sync::OnceLock;
+
 use base64::engine::general_purpose::PAD;
 use base64::Engine as _;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::sync::OnceLock;
-use std::time::Duration;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::HeaderName;
+
+use crate::http1::trim_ows;
 
 /// What a request's `content-type` says about the gRPC-Web call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,14 +448,14 @@ pub fn encode_trailer_frame<'a>(
 
 /// RFC 9110 §5.5 field value bytes: visible ASCII, SP, HTAB and obs-text; no other control
 /// byte, so no CR, LF or NUL.
-fn is_field_value(value: &[u8]) -> bool {
+pub(crate) fn is_field_value(value: &[u8]) -> bool {
     value
         .iter()
         .all(|&b| (b >= 0x20 && b != 0x7F) || b == b'\t')
 }
 
 /// RFC 9110 §5.6.2 `token`: the only bytes allowed in a header name.
-fn is_token(name: &[u8]) -> bool {
+pub(crate) fn is_token(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|&b| is_tchar(b))
 }
 
@@ -478,316 +480,55 @@ fn is_tchar(b: u8) -> bool {
         )
 }
 
-/// One gRPC length-prefixed frame.
+/// How a gRPC-Web call is answered: in text mode (base64) or binary, and with which content
+/// type. A binary request is answered in text when its `Accept` asks for
+/// `application/grpc-web-text`, as the grpc-web JS client does for server streams on browsers
+/// that cannot read binary responses incrementally.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// A message (flag bit 7 clear); `compressed` is flag bit 0.
-    Message { compressed: bool, data: Bytes },
-    /// A gRPC-Web trailer frame (flag bit 7 set), parsed into `(name, value)` pairs.
-    Trailers(Vec<(Bytes, Bytes)>),
+pub struct WebReply {
+    pub text: bool,
+    pub content_type: Bytes,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameError {
-    /// Declared length above the parser's limit.
-    TooLarge,
-    /// Trailer block that is not `name:value\r\n` lines.
-    BadTrailers,
-    /// Flag byte with unknown bits set.
-    BadFlags,
-}
-
-impl std::fmt::Display for FrameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FrameError::TooLarge => "grpc frame longer than the limit",
-            FrameError::BadTrailers => "malformed grpc-web trailer frame",
-            FrameError::BadFlags => "grpc frame with unknown flag bits",
-        })
-    }
-}
-
-impl std::error::Error for FrameError {}
-
-/// Incremental parser of gRPC / gRPC-Web length-prefixed frames, with a cap on frame length.
-///
-/// Accepted flag bytes are `0x00` and `0x01` (message, compressed) and `0x80` (trailers). The
-/// compressed trailer frame `0x81` of `PROTOCOL-WEB.md` is refused as [`FrameError::BadFlags`]:
-/// browsers cannot decompress it (the spec leaves per-message compression to a future wasm
-/// client), no server emits it, and this parser does not know the call's `grpc-encoding`.
-///
-/// Trailer blocks are `name:value` lines separated by CRLF. The final CRLF may be missing and
-/// empty lines are skipped, as the grpc-web JS client (which trims the block and splits on CRLF)
-/// tolerates both. Names must be tokens and are lower-cased; values are trimmed of SP/HTAB and
-/// must not contain control bytes other than HTAB. A bare CR or LF is an error, never a line
-/// break, so a value cannot smuggle an extra trailer.
-#[derive(Debug)]
-pub struct FrameParser {
-    frame_bytes_max: usize,
-}
-
-impl FrameParser {
-    pub fn new(frame_bytes_max: usize) -> Self {
-        Self { frame_bytes_max }
-    }
-
-    /// Parse one frame from the front of `buf`, splitting it off; `Ok(None)` if incomplete.
-    ///
-    /// The flag byte and the length are checked as soon as they arrive, so a hostile prefix
-    /// is refused before its body is buffered. The parser deliberately does not reserve room
-    /// for the declared length: memory then grows with bytes actually received, not with what
-    /// a peer claims it will send.
-    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        let Some(&flags) = buf.first() else {
-            return Ok(None);
-        };
-        if !matches!(flags, 0x00 | COMPRESSED_FLAG | TRAILER_FLAG) {
-            return Err(FrameError::BadFlags);
-        }
-        if buf.len() < FRAME_HEADER_BYTES {
-            return Ok(None);
-        }
-        let declared = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-        let len = usize::try_from(declared).map_err(|_| FrameError::TooLarge)?;
-        if len > self.frame_bytes_max {
-            return Err(FrameError::TooLarge);
-        }
-        if buf.len() - FRAME_HEADER_BYTES < len {
-            return Ok(None);
-        }
-        buf.advance(FRAME_HEADER_BYTES);
-        let data = buf.split_to(len).freeze();
-        if flags == TRAILER_FLAG {
-            parse_trailer_block(&data).map(|pairs| Some(Frame::Trailers(pairs)))
-        } else {
-            Ok(Some(Frame::Message {
-                compressed: flags == COMPRESSED_FLAG,
-                data,
-            }))
+impl WebReply {
+    pub fn new(request: &WebContentType, accept: Option<&[u8]>) -> Self {
+        let text = request.text || accept.is_some_and(accepts_text);
+        WebReply {
+            text,
+            content_type: text_aware_content_type(request, text),
         }
     }
 }
 
-fn parse_trailer_block(block: &Bytes) -> Result<Vec<(Bytes, Bytes)>, FrameError> {
-    let mut pairs = Vec::new();
-    let mut line_start = 0;
-    while line_start < block.len() {
-        let (line_end, next) = match find_crlf(&block[line_start..]) {
-            Some(i) => (line_start + i, line_start + i + 2),
-            None => (block.len(), block.len()),
-        };
-        if line_end > line_start {
-            pairs.push(parse_trailer_line(block, line_start, line_end)?);
-        }
-        line_start = next;
+/// The response content type: the request's own, or its text variant (same `+suffix`) when the
+/// client asked for text with `Accept`.
+fn text_aware_content_type(content_type: &WebContentType, text: bool) -> Bytes {
+    if !text || content_type.text {
+        return content_type.response.clone();
     }
-    Ok(pairs)
+    let suffix =
+        &content_type.upstream[b"application/grpc".len().min(content_type.upstream.len())..];
+    let mut text_type = BytesMut::with_capacity(32 + suffix.len());
+    text_type.extend_from_slice(b"application/grpc-web-text");
+    text_type.extend_from_slice(suffix);
+    text_type.freeze()
 }
 
-fn find_crlf(input: &[u8]) -> Option<usize> {
-    input.windows(2).position(|w| w == b"\r\n")
-}
-
-fn parse_trailer_line(
-    block: &Bytes,
-    start: usize,
-    end: usize,
-) -> Result<(Bytes, Bytes), FrameError> {
-    let line = &block[start..end];
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(FrameError::BadTrailers)?;
-    let name = &line[..colon];
-    if !is_token(name) {
-        return Err(FrameError::BadTrailers);
-    }
-    let raw_value = &line[colon + 1..];
-    if !is_field_value(raw_value) {
-        return Err(FrameError::BadTrailers);
-    }
-    let leading_ows = raw_value
-        .iter()
-        .take_while(|&&b| matches!(b, b' ' | b'\t'))
-        .count();
-    let value_start = start + colon + 1 + leading_ows;
-    let value = block.slice(value_start..value_start + trim_ows(raw_value).len());
-    let name = if name.iter().any(u8::is_ascii_uppercase) {
-        Bytes::from(name.to_ascii_lowercase())
-    } else {
-        block.slice(start..start + colon)
-    };
-    Ok((name, value))
-}
-
-/// Parse a `grpc-timeout` header value (`1*8DIGIT` then one of `H M S m u n`).
-///
-/// `0` is accepted (a deadline that has already passed) although the spec asks for a positive
-/// integer: honouring it is safer than ignoring the deadline, and grpc-go and grpc-core accept
-/// it too. Eight digits of hours fit easily in a `Duration`; the arithmetic saturates anyway.
-pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
-    const DIGITS_MAX: usize = 8;
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > DIGITS_MAX || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = digits
-        .iter()
-        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-    Some(match unit {
-        b'H' => Duration::from_secs(n.saturating_mul(3600)),
-        b'M' => Duration::from_secs(n.saturating_mul(60)),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// gRPC status codes used by the proxy (grpc/grpc doc/statuscodes.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Code {
-    Ok = 0,
-    Cancelled = 1,
-    Unknown = 2,
-    InvalidArgument = 3,
-    DeadlineExceeded = 4,
-    NotFound = 5,
-    AlreadyExists = 6,
-    PermissionDenied = 7,
-    ResourceExhausted = 8,
-    FailedPrecondition = 9,
-    Aborted = 10,
-    OutOfRange = 11,
-    Unimplemented = 12,
-    Internal = 13,
-    Unavailable = 14,
-    DataLoss = 15,
-    Unauthenticated = 16,
-}
-
-/// Every code, indexed by its number.
-const CODES: [Code; 17] = [
-    Code::Ok,
-    Code::Cancelled,
-    Code::Unknown,
-    Code::InvalidArgument,
-    Code::DeadlineExceeded,
-    Code::NotFound,
-    Code::AlreadyExists,
-    Code::PermissionDenied,
-    Code::ResourceExhausted,
-    Code::FailedPrecondition,
-    Code::Aborted,
-    Code::OutOfRange,
-    Code::Unimplemented,
-    Code::Internal,
-    Code::Unavailable,
-    Code::DataLoss,
-    Code::Unauthenticated,
-];
-
-impl Code {
-    /// The decimal string sent in `grpc-status` (`"14"`).
-    pub fn as_str(self) -> &'static str {
-        const DECIMAL: [&str; 17] = [
-            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
-            "16",
-        ];
-        DECIMAL[self as usize]
-    }
-
-    /// Upper-case name (`"UNAVAILABLE"`), for logs and reports.
-    pub fn name(self) -> &'static str {
-        const NAMES: [&str; 17] = [
-            "OK",
-            "CANCELLED",
-            "UNKNOWN",
-            "INVALID_ARGUMENT",
-            "DEADLINE_EXCEEDED",
-            "NOT_FOUND",
-            "ALREADY_EXISTS",
-            "PERMISSION_DENIED",
-            "RESOURCE_EXHAUSTED",
-            "FAILED_PRECONDITION",
-            "ABORTED",
-            "OUT_OF_RANGE",
-            "UNIMPLEMENTED",
-            "INTERNAL",
-            "UNAVAILABLE",
-            "DATA_LOSS",
-            "UNAUTHENTICATED",
-        ];
-        NAMES[self as usize]
-    }
-
-    pub fn from_u32(code: u32) -> Option<Code> {
-        CODES.get(usize::try_from(code).ok()?).copied()
-    }
-}
-
-impl std::fmt::Display for Code {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// gRPC status for an upstream reply that is not gRPC, by HTTP status
-/// (doc/http-grpc-status-mapping.md). The table includes 431 → INTERNAL.
-pub fn code_from_http_status(status: u16) -> Code {
-    match status {
-        400 | 431 => Code::Internal,
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        404 => Code::Unimplemented,
-        429 | 502 | 503 | 504 => Code::Unavailable,
-        _ => Code::Unknown,
-    }
-}
-
-/// gRPC status for an upstream RST_STREAM / GOAWAY error code (doc/PROTOCOL-HTTP2.md, "Errors").
-///
-/// The doc gives STREAM_CLOSED no mapping (there is no stream left to fail) and does not list
-/// HTTP_1_1_REQUIRED; both become INTERNAL, as in grpc-go. Codes the doc does not know become
-/// UNKNOWN, again as grpc-go does. FLOW_CONTROL_ERROR follows the doc (INTERNAL), not grpc-go
-/// (RESOURCE_EXHAUSTED).
-pub fn code_from_h2_reason(reason: u32) -> Code {
-    match reason {
-        // NO_ERROR: an explicit OK status should have been sent instead.
-        0x0 => Code::Internal,
-        // PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, SETTINGS_TIMEOUT, STREAM_CLOSED,
-        // FRAME_SIZE_ERROR.
-        0x1..=0x6 => Code::Internal,
-        // REFUSED_STREAM: nothing was processed, so the call may be retried elsewhere.
-        0x7 => Code::Unavailable,
-        // CANCEL, sent by a server.
-        0x8 => Code::Cancelled,
-        // COMPRESSION_ERROR, CONNECT_ERROR.
-        0x9 | 0xa => Code::Internal,
-        // ENHANCE_YOUR_CALM: the exhausted resource is bandwidth.
-        0xb => Code::ResourceExhausted,
-        // INADEQUATE_SECURITY.
-        0xc => Code::PermissionDenied,
-        // HTTP_1_1_REQUIRED.
-        0xd => Code::Internal,
-        _ => Code::Unknown,
-    }
-}
-
-/// Percent-encode a status message for `grpc-message` (PROTOCOL-HTTP2.md: bytes outside
-/// 0x20..=0x7E and `%` are percent-encoded).
-pub fn encode_grpc_message(message: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.reserve(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7E).contains(&b) && b != b'%' {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0F)]]);
-        }
-    }
+/// Upstream response headers that are passed on to the client as initial metadata: all but
+/// the content type (the client gets its own) and the hop-by-hop and framing headers.
+pub fn is_forwardable_response_header(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "content-type"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    )
 }
 
 #[cfg(test)]
@@ -1049,14 +790,6 @@ mod tests {
 
     // ---- frames ----
 
-    fn frame_bytes(flag: u8, payload: &[u8]) -> BytesMut {
-        let mut buf = BytesMut::new();
-        buf.put_u8(flag);
-        buf.put_u32(payload.len() as u32);
-        buf.extend_from_slice(payload);
-        buf
-    }
-
     #[test]
     fn trailer_frame_encoding() {
         let mut out = BytesMut::new();
@@ -1081,228 +814,56 @@ mod tests {
         encode_trailer_frame(std::iter::empty(), &mut empty);
         assert_eq!(&empty[..], b"\x80\0\0\0\0");
     }
+    // ---- replies ----
 
     #[test]
-    fn trailer_frame_round_trip() {
-        let mut buf = BytesMut::new();
-        encode_trailer_frame(
-            [(&b"GRPC-STATUS"[..], &b"14"[..]), (b"grpc-message", b"")],
-            &mut buf,
-        );
-        let frame = FrameParser::new(1024).parse(&mut buf).unwrap().unwrap();
+    fn reply_is_text_when_the_request_is_or_accept_asks() {
+        let binary = classify_content_type(b"application/grpc-web+proto").unwrap();
+        let text = classify_content_type(b"application/grpc-web-text+proto").unwrap();
+        let custom = classify_content_type(b"application/grpc-web+thrift").unwrap();
+        let reply = |ct: &WebContentType, accept: Option<&[u8]>| WebReply::new(ct, accept);
         assert_eq!(
-            frame,
-            Frame::Trailers(vec![
-                (
-                    Bytes::from_static(b"grpc-status"),
-                    Bytes::from_static(b"14")
-                ),
-                (Bytes::from_static(b"grpc-message"), Bytes::new()),
-            ])
-        );
-        assert!(buf.is_empty());
-    }
-
-    #[test]
-    fn parses_messages_incrementally() {
-        let mut wire = frame_bytes(0x00, b"hello");
-        wire.extend_from_slice(&frame_bytes(0x01, b""));
-        wire.extend_from_slice(&frame_bytes(0x80, b"grpc-status: 0 \r\nX-A:\tb c\t"));
-        let mut parser = FrameParser::new(64);
-        let mut buf = BytesMut::new();
-        let mut frames = Vec::new();
-        for &b in wire.iter() {
-            buf.put_u8(b);
-            while let Some(frame) = parser.parse(&mut buf).unwrap() {
-                frames.push(frame);
+            reply(&binary, None),
+            WebReply {
+                text: false,
+                content_type: Bytes::from_static(b"application/grpc-web+proto")
             }
-        }
-        assert!(buf.is_empty());
-        assert_eq!(
-            frames,
-            vec![
-                Frame::Message {
-                    compressed: false,
-                    data: Bytes::from_static(b"hello")
-                },
-                Frame::Message {
-                    compressed: true,
-                    data: Bytes::new()
-                },
-                Frame::Trailers(vec![
-                    (Bytes::from_static(b"grpc-status"), Bytes::from_static(b"0")),
-                    (Bytes::from_static(b"x-a"), Bytes::from_static(b"b c")),
-                ]),
-            ]
         );
+        assert_eq!(
+            reply(&binary, Some(b"application/grpc-web-text")).content_type,
+            "application/grpc-web-text+proto"
+        );
+        assert_eq!(
+            reply(&custom, Some(b"application/grpc-web-text")).content_type,
+            "application/grpc-web-text+thrift"
+        );
+        assert!(reply(&text, None).text);
+        assert_eq!(
+            reply(&text, None).content_type,
+            "application/grpc-web-text+proto"
+        );
+        assert!(!reply(&binary, Some(b"text/html")).text);
     }
 
     #[test]
-    fn frame_limits_and_flags() {
-        let mut parser = FrameParser::new(4);
-        // The length is refused from the header alone, before any body arrives.
-        let mut buf = BytesMut::from(&b"\x00\x00\x00\x00\x05"[..]);
-        assert_eq!(parser.parse(&mut buf), Err(FrameError::TooLarge));
-        let mut buf = BytesMut::from(&b"\x00\xff\xff\xff\xff"[..]);
-        assert_eq!(parser.parse(&mut buf), Err(FrameError::TooLarge));
-        let mut buf = frame_bytes(0x00, b"abcd");
-        assert!(parser.parse(&mut buf).unwrap().is_some());
-        for flag in [0x02, 0x40, 0x81, 0x82, 0xc0, 0xff] {
-            let mut buf = BytesMut::from(&[flag][..]);
-            assert_eq!(
-                parser.parse(&mut buf),
-                Err(FrameError::BadFlags),
-                "{flag:#x}"
-            );
-        }
-        let mut buf = BytesMut::from(&b"\x00\x00\x00"[..]);
-        assert_eq!(parser.parse(&mut buf), Ok(None));
-        assert_eq!(buf.len(), 3);
-    }
-
-    #[test]
-    fn trailer_block_tolerance_and_hostility() {
-        let ok: [(&[u8], usize); 5] = [
-            (b"", 0),
-            (b"grpc-status:0", 1),
-            (b"grpc-status:0\r\n\r\n", 1),
-            (b"a:1\r\n\r\nb:2\r\n", 2),
-            (b"a:\xc3\xa9\r\n", 1),
-        ];
-        for (block, pairs) in ok {
-            let mut buf = frame_bytes(0x80, block);
-            match FrameParser::new(1024).parse(&mut buf) {
-                Ok(Some(Frame::Trailers(got))) => assert_eq!(got.len(), pairs, "{block:?}"),
-                other => panic!("{block:?}: {other:?}"),
-            }
-        }
-        let bad: [&[u8]; 9] = [
-            b"no colon\r\n",
-            b":empty-name\r\n",
-            b"sp ace:1\r\n",
-            b"name :1\r\n",
-            b"a:1\nb:2\r\n",
-            b"a:1\rb:2\r\n",
-            b"a:\0\r\n",
-            b"a:\x7f\r\n",
-            b"\r\n\r\nx",
-        ];
-        for block in bad {
-            let mut buf = frame_bytes(0x80, block);
-            assert_eq!(
-                FrameParser::new(1024).parse(&mut buf),
-                Err(FrameError::BadTrailers),
-                "{block:?}"
-            );
-        }
-    }
-
-    // ---- timeouts and status ----
-
-    #[test]
-    fn grpc_timeout() {
-        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout(b"2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_grpc_timeout(b"3S"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_grpc_timeout(b"250m"),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(parse_grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
-        assert_eq!(parse_grpc_timeout(b"9n"), Some(Duration::from_nanos(9)));
-        assert_eq!(parse_grpc_timeout(b"0m"), Some(Duration::ZERO));
-        assert_eq!(
-            parse_grpc_timeout(b"99999999H"),
-            Some(Duration::from_secs(99_999_999 * 3600))
-        );
-        for bad in [
-            &b""[..],
-            b"S",
-            b"1",
-            b"123456789S",
-            b"1s",
-            b"1h",
-            b"1 S",
-            b" 1S",
-            b"-1S",
-            b"+1S",
-            b"1.5S",
-            b"\xff\xffS",
-            b"1SS",
+    fn framing_and_hop_by_hop_response_headers_are_not_metadata() {
+        for name in [
+            "content-type",
+            "content-length",
+            "connection",
+            "transfer-encoding",
+            "te",
         ] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+            assert!(
+                !is_forwardable_response_header(&HeaderName::from_static(name)),
+                "{name}"
+            );
         }
-    }
-
-    #[test]
-    fn codes() {
-        for n in 0..=16u32 {
-            let code = Code::from_u32(n).unwrap();
-            assert_eq!(code as u32, n);
-            assert_eq!(code.as_str(), n.to_string());
+        for name in ["x-backend", "grpc-status", "grpc-message", "set-cookie"] {
+            assert!(
+                is_forwardable_response_header(&HeaderName::from_static(name)),
+                "{name}"
+            );
         }
-        assert_eq!(Code::from_u32(17), None);
-        assert_eq!(Code::from_u32(u32::MAX), None);
-        assert_eq!(Code::Unavailable.as_str(), "14");
-        assert_eq!(Code::Unavailable.name(), "UNAVAILABLE");
-        assert_eq!(Code::Cancelled.name(), "CANCELLED");
-        assert_eq!(Code::Unauthenticated.name(), "UNAUTHENTICATED");
-    }
-
-    #[test]
-    fn http_status_mapping() {
-        let table = [
-            (400, Code::Internal),
-            (401, Code::Unauthenticated),
-            (403, Code::PermissionDenied),
-            (404, Code::Unimplemented),
-            (429, Code::Unavailable),
-            (431, Code::Internal),
-            (502, Code::Unavailable),
-            (503, Code::Unavailable),
-            (504, Code::Unavailable),
-            (200, Code::Unknown),
-            (500, Code::Unknown),
-            (0, Code::Unknown),
-            (u16::MAX, Code::Unknown),
-        ];
-        for (status, code) in table {
-            assert_eq!(code_from_http_status(status), code, "{status}");
-        }
-    }
-
-    #[test]
-    fn h2_reason_mapping() {
-        let table = [
-            (0x0, Code::Internal),
-            (0x1, Code::Internal),
-            (0x2, Code::Internal),
-            (0x3, Code::Internal),
-            (0x4, Code::Internal),
-            (0x5, Code::Internal),
-            (0x6, Code::Internal),
-            (0x7, Code::Unavailable),
-            (0x8, Code::Cancelled),
-            (0x9, Code::Internal),
-            (0xa, Code::Internal),
-            (0xb, Code::ResourceExhausted),
-            (0xc, Code::PermissionDenied),
-            (0xd, Code::Internal),
-            (0xe, Code::Unknown),
-            (u32::MAX, Code::Unknown),
-        ];
-        for (reason, code) in table {
-            assert_eq!(code_from_h2_reason(reason), code, "{reason:#x}");
-        }
-    }
-
-    #[test]
-    fn grpc_message_percent_encoding() {
-        let mut out = Vec::new();
-        encode_grpc_message("a b%c~\r\n\u{7f}é\u{0}", &mut out);
-        assert_eq!(out, b"a b%25c~%0D%0A%7F%C3%A9%00");
-        out.clear();
-        encode_grpc_message("", &mut out);
-        assert!(out.is_empty());
     }
 }

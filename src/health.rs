@@ -64,6 +64,12 @@ impl HealthTable {
         self.unhealthy.load_full()
     }
 
+    /// The current unhealthy set for the request path, as a guard that leaves the shared
+    /// reference count alone (see `EndpointDirectory::current`).
+    pub fn current_unhealthy(&self) -> arc_swap::Guard<Arc<HashSet<SocketAddr>>> {
+        self.unhealthy.load()
+    }
+
     fn publish(&self, unhealthy: HashSet<SocketAddr>) {
         self.unhealthy.store(Arc::new(unhealthy));
     }

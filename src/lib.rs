@@ -1,14 +1,19 @@
 //! ringway: a thread-per-core gRPC-Web load balancer on io_uring.
 //!
-//! The request path, in order: [`worker`] accepts → [`connection`] reads and parses HTTP/1.1
-//! ([`http1`]) and translates gRPC-Web ([`grpc_web`], [`cors`]) → [`endpoints`] picks an endpoint →
-//! [`upstream`] makes the HTTP/2 call → [`connection`] writes the answer back.
+//! The request path, in order: [`server`] starts one [`worker`] per core, which accepts →
+//! [`http1`] reads and parses the request and translates it ([`grpc_web`], [`cors`],
+//! [`translate`]) → [`call`] picks an endpoint ([`endpoints`]), makes the HTTP/2 call
+//! ([`upstream`]) with its retries ([`retry`]), and hands the response back to [`http1`], which
+//! writes it. What a worker's connections share is in [`context`]; errors and their statuses in
+//! [`error`] and [`status`]. The control plane is [`discovery`] and [`health`]; operations are
+//! [`admin`], [`stats`] and [`access_log`].
 
 pub mod access_log;
 pub mod admin;
+pub mod call;
 pub mod coarse_timer;
 pub mod config;
-pub mod connection;
+pub mod context;
 pub mod cors;
 pub mod discovery;
 pub mod endpoints;
@@ -16,6 +21,14 @@ pub mod error;
 pub mod grpc_web;
 pub mod health;
 pub mod http1;
+pub mod retry;
+pub mod server;
 pub mod stats;
+pub mod status;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
+pub mod translate;
+pub mod transport;
 pub mod upstream;
 pub mod worker;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use ringway::admin::{self, DrainReason, Lifecycle};
 use ringway::config::{Admin, Config, LogFormat};
-use ringway::worker::Server;
+use ringway::server::Server;
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -47,7 +47,7 @@ static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 fn main() -> ExitCode {
     // The demo has flags of its own, so it is dispatched before `Config` parses anything.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "demo") {
-        return demo(DemoArgs::parse_from(std::env::args_os().skip(1)));
+        return demo();
     }
     let config = Config::parse();
     init_logging(&config);
@@ -111,6 +111,7 @@ fn drain(server: Server, config: &Config, lifecycle: &Lifecycle, reason: DrainRe
 
 /// `ringway demo`: three pods, their DNS server and ringway on one machine, a short load, a
 /// scale to five, then serving until Ctrl-C.
+#[cfg(feature = "demo")]
 #[derive(Debug, clap::Parser)]
 #[command(name = "ringway demo")]
 struct DemoArgs {
@@ -128,7 +129,9 @@ struct DemoArgs {
     workers: usize,
 }
 
-fn demo(args: DemoArgs) -> ExitCode {
+#[cfg(feature = "demo")]
+fn demo() -> ExitCode {
+    let args = DemoArgs::parse_from(std::env::args_os().skip(1));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -155,6 +158,16 @@ fn demo(args: DemoArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A production build (`--no-default-features`) has no demo: say how to get one.
+#[cfg(not(feature = "demo"))]
+fn demo() -> ExitCode {
+    eprintln!(
+        "ringway demo: this build has no demo (built without the `demo` feature); \
+         run `cargo run --release -- demo` from the source tree"
+    );
+    ExitCode::from(2)
 }
 
 fn init_logging(config: &Config) {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::grpc_web::Code;
+use crate::status::Code;
 
 /// Upper bounds of the call-duration histogram buckets, in microseconds (Prometheus `le`).
 pub const DURATION_BUCKETS_US: [u64; 14] = [

@@ -32,10 +32,10 @@ fn assert_text_echo(response: &Response, content_type: &str, messages: &[&[u8]])
     let mut decoded: Vec<u8> = Vec::new();
     for frame in response.frames() {
         match frame {
-            ringway::grpc_web::Frame::Message { data, .. } => {
+            ringway::testing::Frame::Message { data, .. } => {
                 decoded.extend_from_slice(&grpc_frame(&data))
             }
-            ringway::grpc_web::Frame::Trailers(_) => {
+            ringway::testing::Frame::Trailers(_) => {
                 assert_eq!(response.trailers(), [("grpc-status".into(), "0".into())]);
                 decoded.extend_from_slice(&trailer_frame(&[("grpc-status", "0")]));
             }

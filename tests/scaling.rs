@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
-use ringway::worker::Server;
+use ringway::server::Server;
 use ringway_load::backend::{Backend, BackendConfig, BackendHandle};
 use ringway_load::dns::{DnsServer, DnsServerConfig, DnsServerHandle, Mode, Transport};
 

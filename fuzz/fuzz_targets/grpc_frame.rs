@@ -10,7 +10,8 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use ringway::grpc_web::{encode_trailer_frame, Frame, FrameParser};
+use ringway::grpc_web::encode_trailer_frame;
+use ringway::testing::{Frame, FrameParser};
 
 fuzz_target!(|data: &[u8]| {
     let [cap_seed, chunk_seed, rest @ ..] = data else {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
-use ringway::grpc_web::{Base64Decoder, Frame, FrameParser};
-use ringway::worker::Server;
+use ringway::grpc_web::Base64Decoder;
+use ringway::server::Server;
+use ringway::testing::{Frame, FrameParser};
 use ringway_load::backend::{Backend, BackendConfig, BackendHandle};
 
 /// Both io drivers; every integration test runs under each, as monoio's own CI does.
