@@ -351,72 +351,11 @@ impl CallState<'_> {
             body: mut send,
             lease,
         } = call;
-        let mut pump = Pump::start(&mut send, body)?;
-        let mut upstream = Upstream::Head(response);
-        let mut unreleased_bytes = 0usize;
-        let result = loop {
-            let event = match poll_now(&mut upstream) {
-                Some(event) => event,
-                None if downstream.has_output() => {
-                    downstream.flush().await?;
-                    release(&mut upstream, &mut unreleased_bytes);
-                    continue;
-                }
-                None => {
-                    match self
-                        .wait(&mut upstream, &mut pump, &mut send, downstream)
-                        .await
-                    {
-                        Waited::Upstream(event) => event,
-                        Waited::Pumped(Ok(())) => continue,
-                        Waited::Pumped(Err(error)) => break Err(error),
-                        Waited::ClientGone => break Err(client_gone()),
-                    }
-                }
-            };
-            match event {
-                UpstreamEvent::Headers(response) => {
-                    let (parts, recv) = response.into_parts();
-                    match classify_head(&parts, recv.is_end_stream()) {
-                        Head::Streaming => {
-                            downstream.head(&parts);
-                            self.head_sent = true;
-                            upstream = Upstream::Body(recv);
-                        }
-                        Head::TrailersOnly(status) => {
-                            downstream.trailers_only(&parts);
-                            break Ok(status);
-                        }
-                        Head::NotGrpc(status) => break Err(Error::UpstreamHttpStatus(status)),
-                        Head::NoStatus => {
-                            break Err(Error::UpstreamProtocol(
-                                "upstream ended the call without grpc-status",
-                            ))
-                        }
-                    }
-                }
-                UpstreamEvent::Data(data) => {
-                    unreleased_bytes += data.len();
-                    downstream.data(data);
-                    if downstream.output_full() {
-                        downstream.flush().await?;
-                        release(&mut upstream, &mut unreleased_bytes);
-                    }
-                }
-                UpstreamEvent::Trailers(trailers) => {
-                    let trailers = trailers.unwrap_or_default();
-                    let Some(status) = trailers.get("grpc-status") else {
-                        break Err(Error::UpstreamProtocol(
-                            "upstream trailers carry no grpc-status",
-                        ));
-                    };
-                    let status = parse_status(status.as_bytes());
-                    downstream.trailers(&trailers);
-                    break Ok(status);
-                }
-                UpstreamEvent::Failed(error) => break Err(error),
-            }
+        let mut relay = Relay {
+            upstream: Upstream::Head(response),
+            unreleased_bytes: 0,
         };
+        let result = self.relay(&mut relay, &mut send, body, downstream).await;
         if result.is_err() {
             // Whatever happened, the upstream stream must not run on without us.
             send.send_reset(h2::Reason::CANCEL);
@@ -425,6 +364,90 @@ impl CallState<'_> {
         drop(lease);
         downstream.flush().await?;
         Ok(status)
+    }
+
+    /// Pump the body and hand the response to the downstream as it arrives: what is ready is
+    /// gathered, and written when the upstream has nothing more (or enough is gathered).
+    async fn relay<D: Downstream>(
+        &mut self,
+        relay: &mut Relay,
+        send: &mut SendStream<Bytes>,
+        body: Body,
+        downstream: &mut D,
+    ) -> Result<u32, Error> {
+        let mut pump = Pump::start(send, body)?;
+        loop {
+            let event = match poll_now(&mut relay.upstream) {
+                Some(event) => event,
+                None if downstream.has_output() => {
+                    relay.flush(downstream).await?;
+                    continue;
+                }
+                None => match self
+                    .wait(&mut relay.upstream, &mut pump, send, downstream)
+                    .await
+                {
+                    Waited::Upstream(event) => event,
+                    Waited::Pumped(result) => {
+                        result?;
+                        continue;
+                    }
+                    Waited::ClientGone => return Err(client_gone()),
+                },
+            };
+            if let Some(status) = self.on_event(event, relay, downstream)? {
+                return Ok(status);
+            }
+            if downstream.output_full() {
+                relay.flush(downstream).await?;
+            }
+        }
+    }
+
+    /// Hand one upstream event to the downstream; `Some` with the grpc-status when the
+    /// response ended with it.
+    fn on_event<D: Downstream>(
+        &mut self,
+        event: UpstreamEvent,
+        relay: &mut Relay,
+        downstream: &mut D,
+    ) -> Result<Option<u32>, Error> {
+        match event {
+            UpstreamEvent::Headers(response) => {
+                let (parts, recv) = response.into_parts();
+                match classify_head(&parts, recv.is_end_stream()) {
+                    Head::Streaming => {
+                        downstream.head(&parts);
+                        self.head_sent = true;
+                        relay.upstream = Upstream::Body(recv);
+                        Ok(None)
+                    }
+                    Head::TrailersOnly(status) => {
+                        downstream.trailers_only(&parts);
+                        Ok(Some(status))
+                    }
+                    Head::NotGrpc(status) => Err(Error::UpstreamHttpStatus(status)),
+                    Head::NoStatus => Err(Error::UpstreamProtocol(
+                        "upstream ended the call without grpc-status",
+                    )),
+                }
+            }
+            UpstreamEvent::Data(data) => {
+                relay.unreleased_bytes += data.len();
+                downstream.data(data);
+                Ok(None)
+            }
+            UpstreamEvent::Trailers(trailers) => {
+                let trailers = trailers.unwrap_or_default();
+                let status = trailers.get("grpc-status").ok_or(Error::UpstreamProtocol(
+                    "upstream trailers carry no grpc-status",
+                ))?;
+                let status = parse_status(status.as_bytes());
+                downstream.trailers(&trailers);
+                Ok(Some(status))
+            }
+            UpstreamEvent::Failed(error) => Err(error),
+        }
     }
 
     /// Wait for the next upstream event, the call's deadline, the client (its next body piece,
@@ -627,6 +650,29 @@ enum Waited {
     ClientGone,
 }
 
+/// One attempt's response: where it stands, and the flow-control credit not yet given back.
+struct Relay {
+    upstream: Upstream,
+    /// Bytes handed to the downstream but not yet written to the client.
+    unreleased_bytes: usize,
+}
+
+impl Relay {
+    /// Write what the downstream gathered, then give the HTTP/2 flow-control credit for those
+    /// bytes back: a client that reads slowly holds the upstream back, instead of filling
+    /// memory.
+    async fn flush<D: Downstream>(&mut self, downstream: &mut D) -> Result<(), Error> {
+        downstream.flush().await?;
+        if let Upstream::Body(recv) = &mut self.upstream {
+            if self.unreleased_bytes > 0 {
+                let _ = recv.flow_control().release_capacity(self.unreleased_bytes);
+            }
+        }
+        self.unreleased_bytes = 0;
+        Ok(())
+    }
+}
+
 /// Where the upstream response stands.
 enum Upstream {
     Head(ResponseFuture),
@@ -665,16 +711,6 @@ fn poll_now(state: &mut Upstream) -> Option<UpstreamEvent> {
         Poll::Ready(event) => Some(event),
         Poll::Pending => None,
     }
-}
-
-/// Give HTTP/2 flow-control credit back once relayed bytes were written to the client.
-fn release(state: &mut Upstream, unreleased_bytes: &mut usize) {
-    if let Upstream::Body(recv) = state {
-        if *unreleased_bytes > 0 {
-            let _ = recv.flow_control().release_capacity(*unreleased_bytes);
-        }
-    }
-    *unreleased_bytes = 0;
 }
 
 async fn wait_deadline(deadline: &mut Option<Pin<Box<monoio::time::Sleep>>>) {

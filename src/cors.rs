@@ -22,7 +22,7 @@
 //! - `access-control-expose-headers` on actual responses also lists the response's own custom
 //!   metadata, so the browser lets the grpc-web client read it (Envoy sends the fixed list).
 
-use crate::http1::trim_ows;
+use crate::field::{is_tchar, trim_ows};
 use bytes::Bytes;
 
 /// Longest request value (`Origin`, `Access-Control-Request-Headers`) that is reflected into a
@@ -279,10 +279,6 @@ fn is_exposable(name: &[u8]) -> bool {
 }
 
 /// RFC 9110 §5.6.2 `tchar`. A pseudo-header's `:` is not one, so `:status` is never exposed.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

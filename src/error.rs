@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io;
 
-use crate::http1::Http1Error;
+use crate::http1::{BodyError, Http1Error};
 use crate::status::{code_from_h2_reason, code_from_http_status, Code};
 
 /// Which side an error came from.
@@ -215,6 +215,15 @@ impl std::error::Error for Error {
 impl From<Http1Error> for Error {
     fn from(e: Http1Error) -> Self {
         Error::Http1(e)
+    }
+}
+
+impl From<BodyError> for Error {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Framing(e) => Error::Http1(e),
+            BodyError::BadBase64 => Error::BadBase64,
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::HeaderName;
 
-use crate::http1::trim_ows;
+use crate::field::{is_field_value, is_token, trim_ows};
 
 /// What a request's `content-type` says about the gRPC-Web call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,40 +444,6 @@ pub fn encode_trailer_frame<'a>(
         out.extend_from_slice(b"\r\n");
     }
     out[start + 1..start + FRAME_HEADER_BYTES].copy_from_slice(&(block_len as u32).to_be_bytes());
-}
-
-/// RFC 9110 §5.5 field value bytes: visible ASCII, SP, HTAB and obs-text; no other control
-/// byte, so no CR, LF or NUL.
-pub(crate) fn is_field_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| (b >= 0x20 && b != 0x7F) || b == b'\t')
-}
-
-/// RFC 9110 §5.6.2 `token`: the only bytes allowed in a header name.
-pub(crate) fn is_token(name: &[u8]) -> bool {
-    !name.is_empty() && name.iter().all(|&b| is_tchar(b))
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
 }
 
 /// How a gRPC-Web call is answered: in text mode (base64) or binary, and with which content

@@ -1,10 +1,10 @@
 //! ringway: a thread-per-core gRPC-Web load balancer on io_uring.
 //!
 //! The request path, in order: [`server`] starts one [`worker`] per core, which accepts →
-//! [`http1`] reads and parses the request and translates it ([`grpc_web`], [`cors`],
-//! [`translate`]) → [`call`] picks an endpoint ([`endpoints`]), makes the HTTP/2 call
-//! ([`upstream`]) with its retries ([`retry`]), and hands the response back to [`http1`], which
-//! writes it. What a worker's connections share is in [`context`]; errors and their statuses in
+//! [`downstream`] reads and parses the request ([`http1`]) and translates it ([`grpc_web`],
+//! [`cors`], [`translate`]) → [`call`] picks an endpoint ([`endpoints`]), makes the HTTP/2 call
+//! ([`upstream`]) with its retries ([`retry`]), and hands the response back to [`downstream`],
+//! which writes it. What a worker's connections share is in [`context`]; errors and their statuses in
 //! [`error`] and [`status`]. The control plane is [`discovery`] and [`health`]; operations are
 //! [`admin`], [`stats`] and [`access_log`].
 
@@ -16,11 +16,14 @@ pub mod config;
 pub mod context;
 pub mod cors;
 pub mod discovery;
+pub mod downstream;
 pub mod endpoints;
 pub mod error;
+pub mod field;
 pub mod grpc_web;
 pub mod health;
 pub mod http1;
+pub mod log;
 pub mod retry;
 pub mod server;
 pub mod stats;

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringway::admin::{self, DrainReason, Lifecycle};
-use ringway::config::{Admin, Config, LogFormat};
+use ringway::config::{Admin, Config};
 use ringway::server::Server;
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -50,7 +49,7 @@ fn main() -> ExitCode {
         return demo();
     }
     let config = Config::parse();
-    init_logging(&config);
+    ringway::log::init(&config.log_level, config.log_format);
     if let Err(e) = config.validate() {
         eprintln!("ringway: {e}");
         return ExitCode::from(2);
@@ -132,6 +131,7 @@ struct DemoArgs {
 #[cfg(feature = "demo")]
 fn demo() -> ExitCode {
     let args = DemoArgs::parse_from(std::env::args_os().skip(1));
+    use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -168,17 +168,6 @@ fn demo() -> ExitCode {
          run `cargo run --release -- demo` from the source tree"
     );
     ExitCode::from(2)
-}
-
-fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn stop_signals() -> libc::sigset_t {

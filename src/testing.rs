@@ -8,10 +8,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::grpc_web::{
-    is_field_value, is_token, COMPRESSED_FLAG, FRAME_HEADER_BYTES, TRAILER_FLAG,
-};
-use crate::http1::{finish_head, trim_ows, write_header, write_status_line, Version};
+use crate::field::{is_field_value, is_token, trim_ows};
+use crate::grpc_web::{COMPRESSED_FLAG, FRAME_HEADER_BYTES, TRAILER_FLAG};
+use crate::http1::{finish_head, write_header, write_status_line, Version};
 
 /// Append `HTTP/1.1 <status> <reason>\r\n`, each `name: value\r\n`, and the blank line to `out`.
 /// `version` selects the status line's version token.

@@ -15,6 +15,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 
 use crate::error::Error;
+use crate::field::list_elements;
 use crate::http1::{self, BodyKind, RequestHead};
 
 /// Parse a `grpc-timeout` header value (`1*8DIGIT` then one of `H M S m u n`).
@@ -132,7 +133,7 @@ fn connection_nominated(head: &RequestHead) -> Vec<&[u8]> {
     head.headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|h| http1::list_elements(&h.value))
+        .flat_map(|h| list_elements(&h.value))
         .filter(|token| !token.is_empty())
         .collect()
 }

@@ -24,9 +24,9 @@ use crate::access_log::{Sink, WorkerLog};
 use crate::coarse_timer::CoarseTimers;
 use crate::config::{Config, IoDriver};
 use crate::context::{ActiveConnection, WorkerContext};
+use crate::downstream;
 use crate::endpoints::{Balancer, EndpointDirectory};
 use crate::health::HealthTable;
-use crate::http1;
 use crate::retry::RetryBudget;
 use crate::stats::WorkerStats;
 use crate::upstream::{EndpointStats, Pool};
@@ -189,7 +189,7 @@ async fn accept_loop(
                 // Responses are written whole per flush; Nagle would only add latency.
                 let _ = stream.set_nodelay(true);
                 let active = ActiveConnection::new(&context.stats);
-                monoio::spawn(http1::serve(stream, peer, context.clone(), active));
+                monoio::spawn(downstream::serve(stream, peer, context.clone(), active));
             }
             // Running out of descriptors or memory must not kill the worker: back off briefly
             // so the loop does not spin while the condition lasts.

@@ -10,8 +10,22 @@ use bytes::{Bytes, BytesMut};
 
 use super::chunked::{ChunkEvent, ChunkedDecoder};
 use super::head::{BodyKind, Http1Error, RequestHead};
-use crate::error::Error;
 use crate::grpc_web::Base64Decoder;
+
+/// Why a request body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Chunked framing was broken, or the body exceeded its limit.
+    Framing(Http1Error),
+    /// A grpc-web-text body that is not valid base64.
+    BadBase64,
+}
+
+impl From<Http1Error> for BodyError {
+    fn from(e: Http1Error) -> Self {
+        BodyError::Framing(e)
+    }
+}
 
 /// Reads one request body from the connection's buffer.
 pub struct BodyReader {
@@ -29,11 +43,11 @@ enum Framing {
 impl BodyReader {
     /// A reader for `head`'s body. A Content-Length above `body_bytes_max` is refused here,
     /// before any of it is read; a chunked body is refused once it grows past the limit.
-    pub fn new(head: &RequestHead, body_bytes_max: u64, text: bool) -> Result<Self, Error> {
+    pub fn new(head: &RequestHead, body_bytes_max: u64, text: bool) -> Result<Self, BodyError> {
         let framing = match head.body {
             BodyKind::Empty => Framing::Length { remaining: 0 },
             BodyKind::Length(n) if n > body_bytes_max => {
-                return Err(Error::Http1(Http1Error::BodyTooLarge))
+                return Err(BodyError::Framing(Http1Error::BodyTooLarge))
             }
             BodyKind::Length(n) => Framing::Length { remaining: n },
             BodyKind::Chunked => Framing::Chunked(ChunkedDecoder::new(body_bytes_max)),
@@ -54,7 +68,7 @@ impl BodyReader {
     /// Take all body bytes currently in `buf` (split off, not copied) and, in text mode, decode
     /// them. Sets [`Self::complete`] when the body's end was reached. An empty result with the
     /// body incomplete means more bytes must be read.
-    pub fn drain_buffered(&mut self, buf: &mut BytesMut) -> Result<Bytes, Error> {
+    pub fn drain_buffered(&mut self, buf: &mut BytesMut) -> Result<Bytes, BodyError> {
         let raw = self.drain_framed(buf)?;
         let Some((decoder, decoded)) = &mut self.text else {
             return Ok(raw.into());
@@ -62,17 +76,17 @@ impl BodyReader {
         for piece in &raw.0 {
             decoder
                 .decode(piece, decoded)
-                .map_err(|_| Error::BadBase64)?;
+                .map_err(|_| BodyError::BadBase64)?;
         }
         if self.complete {
-            decoder.finish(decoded).map_err(|_| Error::BadBase64)?;
+            decoder.finish(decoded).map_err(|_| BodyError::BadBase64)?;
         }
         Ok(decoded.split().freeze())
     }
 
     /// The framed body bytes now available: one slice for Content-Length; for chunked, the
     /// slices of every chunk piece buffered (joined only if there are several).
-    fn drain_framed(&mut self, buf: &mut BytesMut) -> Result<RawPieces, Error> {
+    fn drain_framed(&mut self, buf: &mut BytesMut) -> Result<RawPieces, BodyError> {
         match &mut self.framing {
             Framing::Length { remaining } => {
                 let take = (*remaining).min(buf.len() as u64) as usize;
@@ -164,7 +178,7 @@ mod tests {
         b"POST /s/M HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n";
 
     /// Feed `rest` to the reader `step` bytes at a time, as reads would; collect the body.
-    fn read_all(reader: &mut BodyReader, rest: &[u8], step: usize) -> Result<Vec<u8>, Error> {
+    fn read_all(reader: &mut BodyReader, rest: &[u8], step: usize) -> Result<Vec<u8>, BodyError> {
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
         for piece in rest.chunks(step.max(1)) {
@@ -274,7 +288,7 @@ mod tests {
             let (head, mut buf) = split(&length_request(bad));
             let mut reader = BodyReader::new(&head, 1024, true).unwrap();
             assert!(
-                matches!(reader.drain_buffered(&mut buf), Err(Error::BadBase64)),
+                matches!(reader.drain_buffered(&mut buf), Err(BodyError::BadBase64)),
                 "{bad:?}"
             );
         }
@@ -285,7 +299,7 @@ mod tests {
         let (head, _) = split(&length_request(&[0; 11]));
         assert!(matches!(
             BodyReader::new(&head, 10, false),
-            Err(Error::Http1(Http1Error::BodyTooLarge))
+            Err(BodyError::Framing(Http1Error::BodyTooLarge))
         ));
         assert!(BodyReader::new(&head, 11, false).is_ok());
     }
@@ -297,7 +311,7 @@ mod tests {
         let mut reader = BodyReader::new(&head, 5, false).unwrap();
         assert!(matches!(
             reader.drain_buffered(&mut buf),
-            Err(Error::Http1(Http1Error::BodyTooLarge))
+            Err(BodyError::Framing(Http1Error::BodyTooLarge))
         ));
     }
 
@@ -308,7 +322,7 @@ mod tests {
             buf.extend_from_slice(bad);
             let mut reader = BodyReader::new(&head, 1024, false).unwrap();
             assert!(
-                matches!(reader.drain_buffered(&mut buf), Err(Error::Http1(_))),
+                matches!(reader.drain_buffered(&mut buf), Err(BodyError::Framing(_))),
                 "{bad:?}"
             );
         }

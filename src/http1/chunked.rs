@@ -4,7 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::head::{trim_ows, Http1Error};
+use super::head::Http1Error;
+use crate::field::{is_field_byte, is_token, trim_ows};
 
 /// Longest chunk-size line accepted, including its CRLF. The size itself takes at most 16 hex
 /// digits; the rest is room for chunk extensions, which nobody sends to us but which RFC 9112
@@ -222,16 +223,6 @@ fn hex_value(digit: u8) -> u8 {
     }
 }
 
-/// A byte allowed in a field value or chunk extension: HTAB, SP, visible ASCII, or obs-text.
-/// Excludes NUL, CR, LF, the other controls and DEL.
-fn is_field_byte(byte: u8) -> bool {
-    byte == b'\t' || (b' '..=b'~').contains(&byte) || byte >= 0x80
-}
-
-fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
 /// `field-name ":" OWS field-value OWS`. A leading space would be obsolete line folding and a
 /// space before the colon is the header-name confusion RFC 9112 §5.1 forbids; both fail the
 /// token check on the name.
@@ -239,7 +230,7 @@ fn check_trailer_line(line: &[u8]) -> Result<(), Http1Error> {
     let bad = Http1Error::BadChunk("bad trailer field");
     let colon = line.iter().position(|&b| b == b':').ok_or(bad.clone())?;
     let (name, value) = (&line[..colon], &line[colon + 1..]);
-    if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+    if !is_token(name) {
         return Err(bad);
     }
     if !value.iter().all(|&b| is_field_byte(b)) {

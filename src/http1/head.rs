@@ -8,6 +8,8 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::field::list_elements;
+
 /// Upper bound on `HeadLimits::header_count_max`, because the `httparse` header array lives on
 /// the stack. 128 fields is far more than a browser sends (Chrome sends about 15 on a gRPC-Web
 /// call); a configured limit above it behaves as 128.
@@ -395,23 +397,6 @@ fn summarise_headers(
         host_index,
         content_type_index,
     })
-}
-
-/// Split a comma-separated field value (RFC 9110 §5.6.1) into elements trimmed of optional
-/// whitespace. Empty elements are yielded too; each caller decides what they mean.
-pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&byte| byte == b',').map(trim_ows)
-}
-
-/// Trim HTTP optional whitespace (SP and HTAB, RFC 9110 §5.6.3) from both ends.
-pub(crate) fn trim_ows(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 /// Fold one Content-Length field into what earlier ones said. RFC 9112 §6.3 allows a list of

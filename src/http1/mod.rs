@@ -1,5 +1,5 @@
-//! HTTP/1.1 downstream: browsers' gRPC-Web calls, and the sans-IO pieces they are read and
-//! written with.
+//! HTTP/1.1 as browsers speak it to ringway, sans-IO: request heads, bodies and response
+//! framing.
 //!
 //! Browsers speak gRPC-Web to ringway over HTTP/1.1. This module turns the bytes at the front of a
 //! connection's read buffer into a [`RequestHead`] and, for chunked uploads, into body data. It
@@ -22,25 +22,21 @@
 //!   bytes are capped by `body_bytes_max`. Nothing panics on any input.
 
 //!
-//! The connection loop ([`serve`], in `connection.rs`) and the gRPC-Web exchange it runs calls
-//! through (`exchange.rs`) do the IO; everything else here is sans-IO: the head parser
-//! (`head.rs`), chunked bodies (`chunked.rs`), the body reader with base64 text mode
-//! (`body.rs`), response writing (`write.rs`) and the vectored output (`output.rs`).
+//! The pieces: the head parser (`head.rs`), chunked bodies (`chunked.rs`), the body reader with
+//! base64 text mode (`body.rs`), response writing (`write.rs`) and the vectored output
+//! (`output.rs`, whose `flush` is the one function here that does IO). The connection loop that
+//! uses them is `downstream/http1.rs`.
 
 mod body;
 mod chunked;
-mod connection;
-mod exchange;
 mod head;
 mod output;
 mod write;
 
-pub use body::BodyReader;
+pub use body::{BodyError, BodyReader};
 pub use chunked::{
     ChunkEvent, ChunkedDecoder, CHUNK_SIZE_LINE_BYTES_MAX, TRAILER_SECTION_BYTES_MAX,
 };
-pub use connection::serve;
-pub(crate) use head::{list_elements, trim_ows};
 pub use head::{
     parse_request_head, BodyKind, HeadLimits, Header, Http1Error, Method, RequestHead, Version,
     HEADER_COUNT_CAP,

@@ -2,13 +2,13 @@
 //! call, write the answer back, repeat while the connection is kept alive.
 //!
 //! The order of work for a gRPC-Web call:
-//! 1. [`Connection::read_head`] reads until [`super::parse_request_head`] has a whole head
+//! 1. [`Connection::read_head`] reads until [`crate::http1::parse_request_head`] has a whole head
 //!    (header read timeout once the first byte arrived, idle timeout before).
 //! 2. [`Connection::respond`] routes: CORS preflights and the health path are answered here; a
 //!    POST with a gRPC-Web content type becomes a call; anything else gets 405/415.
-//! 3. [`Connection::proxy`] reads what body is buffered ([`super::body::BodyReader`]),
-//!    translates the head ([`crate::translate`]) and runs the call ([`crate::call::run`]) with a
-//!    [`super::exchange::WebExchange`] as its downstream, which writes the response as it comes.
+//! 3. [`Connection::proxy`] reads what body is buffered ([`crate::http1::BodyReader`]), translates
+//!    the head ([`crate::translate`]) and runs the call ([`crate::call::run`]) with a
+//!    [`WebExchange`] as its downstream, which writes the response as it comes.
 //!
 //! A downstream protocol error gets an HTTP status and the connection closes, since the byte
 //! stream can no longer be trusted.
@@ -22,25 +22,24 @@ use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
 use tracing::debug;
 
-use super::body::BodyReader;
-use super::exchange::{ReplyTo, WebExchange};
-use super::output::Output;
-use super::{
-    finish_head, parse_request_head, write_content_length, write_header, write_status_line,
-    BodyKind, Method, RequestHead, Version,
-};
+use super::http1_exchange::{ReplyTo, WebExchange};
 use crate::access_log;
-use crate::call::{self, Body, CallRequest, End};
+use crate::call::{self, Body, CallRequest, End, Outcome};
 use crate::coarse_timer::CoarseTimer;
 use crate::context::{ActiveConnection, WorkerContext};
 use crate::error::{Error, Reply};
 use crate::grpc_web::{self, WebContentType, WebReply};
+use crate::http1::{
+    finish_head, parse_request_head, write_content_length, write_header, write_status_line,
+    BodyKind, BodyReader, Method, Output, RequestHead, Version,
+};
 use crate::stats::WorkerStats;
+use crate::status::{encode_grpc_message, Code};
 use crate::translate;
 use crate::transport::{self, Transport};
 
 /// A read is only issued with at least this much free room in the buffer.
-pub(super) const READ_ROOM_MIN_BYTES: usize = 1024;
+const READ_ROOM_MIN_BYTES: usize = 1024;
 /// How long an idle keep-alive connection stays open once a drain begins: long enough for a
 /// request the client is already sending to arrive and be answered with `Connection: close`
 /// (closing at once would race it, and a browser does not retry a POST).
@@ -342,8 +341,13 @@ impl<S: Transport> Connection<S> {
         )
         .await;
         let streamed = exchange.streamed();
+        Ok(self.after_call(&outcome, reply_to, streamed))
+    }
+
+    /// Log how a call ended, and decide whether the connection goes on.
+    fn after_call(&mut self, outcome: &Outcome, reply_to: &ReplyTo, streamed: bool) -> Next {
         self.log.upstream = outcome.upstream;
-        Ok(match outcome.end {
+        match outcome.end {
             End::Status(status) => {
                 self.log.http_status = 200;
                 self.log.grpc_status = Some(status);
@@ -362,10 +366,10 @@ impl<S: Transport> Connection<S> {
             }
             End::ClientGone => {
                 self.log.http_status = 499;
-                self.log.grpc_status = Some(crate::status::Code::Cancelled as u32);
+                self.log.grpc_status = Some(Code::Cancelled as u32);
                 Next::Close
             }
-        })
+        }
     }
 
     /// Count a request refused with an HTTP status before any call started.
@@ -379,65 +383,73 @@ impl<S: Transport> Connection<S> {
     /// connection closes after it), or a gRPC status as a trailers-only reply, or as the
     /// trailer frame when the response head was already sent.
     pub(super) fn write_error(&mut self, error: &Error, reply_to: &ReplyTo, head_sent: bool) {
-        let chunked = reply_to.version == Version::Http11;
-        // Once the response has begun, only a gRPC status can end it.
-        let reply = match error.reply() {
-            Reply::Http { .. } if head_sent => Reply::Grpc {
-                code: error.code(),
-                message: error.message().into_owned(),
-            },
-            reply => reply,
-        };
-        match reply {
-            Reply::Http { status, reason } => {
-                self.log.http_status = status;
-                let cors = self
-                    .context
-                    .cors
-                    .actual_headers(reply_to.origin.as_ref(), []);
-                let head_out = self.out.scratch();
-                write_status_line(head_out, reply_to.version, status);
-                write_header(head_out, b"content-type", b"text/plain");
-                write_content_length(head_out, reason.len() + 1);
-                for (name, value) in &cors {
-                    write_header(head_out, name, value);
-                }
-                write_header(head_out, b"connection", b"close");
-                finish_head(head_out);
-                head_out.extend_from_slice(reason.as_bytes());
-                head_out.extend_from_slice(b"\n");
+        match error.reply() {
+            // Once the response has begun, only a gRPC status can end it.
+            Reply::Http { .. } if head_sent => {
+                self.write_grpc_status(error.code(), &error.message(), reply_to, head_sent)
             }
+            Reply::Http { status, reason } => self.write_http_error(status, reason, reply_to),
             Reply::Grpc { code, message } => {
-                let mut encoded_message = Vec::with_capacity(message.len());
-                crate::status::encode_grpc_message(&message, &mut encoded_message);
-                let status: (&[u8], &[u8]) = (b"grpc-status", code.as_str().as_bytes());
-                let message: (&[u8], &[u8]) = (b"grpc-message", &encoded_message);
-                let text = reply_to.grpc.as_ref().is_some_and(|g| g.text);
-                if head_sent {
-                    self.out.trailer_frame([status, message], text, chunked);
-                    return;
-                }
-                let cors = self
-                    .context
-                    .cors
-                    .actual_headers(reply_to.origin.as_ref(), []);
-                let content_type = reply_to
-                    .grpc
-                    .as_ref()
-                    .map_or(GRPC_WEB_PROTO, |g| &g.content_type[..]);
-                let head_out = self.out.scratch();
-                write_status_line(head_out, reply_to.version, 200);
-                write_header(head_out, b"content-type", content_type);
-                write_header(head_out, status.0, status.1);
-                write_header(head_out, message.0, message.1);
-                for (name, value) in &cors {
-                    write_header(head_out, name, value);
-                }
-                write_header(head_out, b"content-length", b"0");
-                write_connection_header(head_out, reply_to.version, reply_to.keep_alive);
-                finish_head(head_out);
+                self.write_grpc_status(code, &message, reply_to, head_sent)
             }
         }
+    }
+
+    fn write_http_error(&mut self, status: u16, reason: &str, reply_to: &ReplyTo) {
+        self.log.http_status = status;
+        let cors = self
+            .context
+            .cors
+            .actual_headers(reply_to.origin.as_ref(), []);
+        let head_out = self.out.scratch();
+        write_status_line(head_out, reply_to.version, status);
+        write_header(head_out, b"content-type", b"text/plain");
+        write_content_length(head_out, reason.len() + 1);
+        for (name, value) in &cors {
+            write_header(head_out, name, value);
+        }
+        write_header(head_out, b"connection", b"close");
+        finish_head(head_out);
+        head_out.extend_from_slice(reason.as_bytes());
+        head_out.extend_from_slice(b"\n");
+    }
+
+    fn write_grpc_status(
+        &mut self,
+        code: Code,
+        message: &str,
+        reply_to: &ReplyTo,
+        head_sent: bool,
+    ) {
+        let chunked = reply_to.version == Version::Http11;
+        let mut encoded_message = Vec::with_capacity(message.len());
+        encode_grpc_message(message, &mut encoded_message);
+        let status: (&[u8], &[u8]) = (b"grpc-status", code.as_str().as_bytes());
+        let message: (&[u8], &[u8]) = (b"grpc-message", &encoded_message);
+        let text = reply_to.grpc.as_ref().is_some_and(|g| g.text);
+        if head_sent {
+            self.out.trailer_frame([status, message], text, chunked);
+            return;
+        }
+        let cors = self
+            .context
+            .cors
+            .actual_headers(reply_to.origin.as_ref(), []);
+        let content_type = reply_to
+            .grpc
+            .as_ref()
+            .map_or(GRPC_WEB_PROTO, |g| &g.content_type[..]);
+        let head_out = self.out.scratch();
+        write_status_line(head_out, reply_to.version, 200);
+        write_header(head_out, b"content-type", content_type);
+        write_header(head_out, status.0, status.1);
+        write_header(head_out, message.0, message.1);
+        for (name, value) in &cors {
+            write_header(head_out, name, value);
+        }
+        write_header(head_out, b"content-length", b"0");
+        write_connection_header(head_out, reply_to.version, reply_to.keep_alive);
+        finish_head(head_out);
     }
 
     /// Write what is gathered. A client that stops reading for the idle timeout is dropped, so

@@ -13,13 +13,12 @@ use bytes::Bytes;
 use http::header::HeaderMap;
 use http::response::Parts;
 
-use super::body::BodyReader;
-use super::connection::{write_connection_header, Connection};
-use super::{finish_head, write_header, write_status_line, Version};
+use super::http1::{write_connection_header, Connection};
 use crate::call::{BodyPiece, ClientEvent, Downstream};
 use crate::context::WorkerContext;
 use crate::error::Error;
 use crate::grpc_web::{is_forwardable_response_header, WebReply};
+use crate::http1::{finish_head, write_header, write_status_line, BodyReader, Version};
 use crate::transport::Transport;
 
 /// A call that has waited this long for its upstream starts watching the client socket, so a
@@ -94,7 +93,10 @@ impl<'c, S: Transport> WebExchange<'c, S> {
     async fn body_piece(&mut self) -> Result<BodyPiece, Error> {
         let read_timeout = self.conn.context.limits.header_read_timeout;
         loop {
-            let data = self.body.drain_buffered(&mut self.conn.buf)?;
+            let data = self
+                .body
+                .drain_buffered(&mut self.conn.buf)
+                .map_err(Error::from)?;
             if !data.is_empty() || self.body.complete() {
                 self.read_deadline = None;
                 return Ok(BodyPiece {
