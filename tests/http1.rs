@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -443,6 +444,41 @@ fn stalled_body_gets_408_and_cancels_upstream() {
         assert!(wait_until(Duration::from_secs(5), || {
             backend.stats().cancelled_by_client == 1
         }));
+    });
+}
+
+/// A client that closes mid-body is a client close (nginx's 499 in the access log), not a
+/// timeout: nothing is answered, and the upstream stream is cancelled.
+#[test]
+fn client_closing_mid_body_is_logged_as_499_and_cancels_upstream() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let log_path =
+            std::env::temp_dir().join(format!("ringway-499-{driver}-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log_path);
+        let log = log_path.to_str().unwrap();
+        let flags = ["--access-log", log, "--access-log-format", "json"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let request = grpc_web_request(UNARY, &[], &grpc_frame(b"never finished"));
+        let mut client = connect(proxy.local_addr());
+        client.write_all(&request[..request.len() - 3]).unwrap();
+        assert!(wait_until(Duration::from_secs(5), || {
+            backend.stats().calls_started == 1
+        }));
+        drop(client);
+        assert!(wait_until(Duration::from_secs(5), || {
+            backend.stats().cancelled_by_client == 1
+        }));
+        let lines = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(
+            wait_until(Duration::from_secs(5), || lines().lines().count() == 1),
+            "{}",
+            lines()
+        );
+        let line = lines();
+        assert!(line.contains("\"status\":499,\"grpc_status\":1,"), "{line}");
+        drop(proxy);
+        let _ = std::fs::remove_file(&log_path);
     });
 }
 
