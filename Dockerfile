@@ -18,9 +18,15 @@ COPY bench bench
 # The cache mounts keep the registry and incremental target between builds; the binaries are
 # copied out of the mounted target so the next stage can see them. Debug info is stripped (the
 # release profile keeps line tables for local profiling); symbols stay for readable backtraces.
+#
+# The proxy is built on its own, without default features: no `demo` subcommand, so none of
+# ringway-load (test backend, DNS server, load generator, tokio's multi-thread runtime, serde)
+# is linked into it. It must be its own cargo invocation: built together with ringway-load,
+# cargo would unify tokio's features and pull its runtime back in.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p ringway -p ringway-load \
+    cargo build --release --locked -p ringway --no-default-features \
+    && cargo build --release --locked -p ringway-load \
     && mkdir -p /out \
     && strip --strip-debug -o /out/ringway target/release/ringway \
     && strip --strip-debug -o /out/ringway-load target/release/ringway-load

@@ -5,6 +5,7 @@
 #   ringway  wrk (HTTP/1.1 gRPC-Web) -> ringway --workers 1 -> backend (HTTP/2)
 #   envoy    wrk (HTTP/1.1 gRPC-Web) -> envoy --concurrency 1, grpc_web+cors+router -> backend
 #   floor    h2load (HTTP/2 gRPC) -> backend directly: what load generator + backend alone do
+#   ringway-b  as ringway, with another build (RINGWAY_BENCH_BINARY_B): before/after a change
 # Pinning: the proxy on CPU 0; backend and load generator on CPU 1.
 #
 # Scenario "latency": 64 keep-alive connections, 1 load thread, fixed duration; every setup
@@ -21,7 +22,9 @@
 # RINGWAY_BENCH_REPEATS (3), RINGWAY_BENCH_SETUPS ("ringway envoy floor"),
 # RINGWAY_BENCH_MEMORY (1), RINGWAY_BENCH_SKIP_BUILD (0), plus RINGWAY_BENCH_WARMUP_S (2),
 # RINGWAY_BENCH_CONNECTIONS (64), RINGWAY_BENCH_MEMORY_CONNECTIONS (1000),
-# RINGWAY_BENCH_BASE_PORT (18080: proxy, +1 backend, +10 Envoy admin).
+# RINGWAY_BENCH_BASE_PORT (18080: proxy, +1 backend, +10 Envoy admin), RINGWAY_BENCH_BINARY
+# (target/release/ringway: the production build, without default features) and
+# RINGWAY_BENCH_BINARY_B (the ringway-b setup's binary).
 # Raw results go to bench/out/<UTC timestamp>/ (gitignored); the table goes to stdout and to
 # summary.txt there. Only 127.0.0.1 is used. Every process started is stopped on exit.
 set -euo pipefail
@@ -38,6 +41,8 @@ WARMUP_S=${RINGWAY_BENCH_WARMUP_S:-2}
 CONNECTIONS=${RINGWAY_BENCH_CONNECTIONS:-64}
 MEMORY_CONNECTIONS=${RINGWAY_BENCH_MEMORY_CONNECTIONS:-1000}
 BASE_PORT=${RINGWAY_BENCH_BASE_PORT:-18080}
+BINARY=${RINGWAY_BENCH_BINARY:-$ROOT/target/release/ringway}
+BINARY_B=${RINGWAY_BENCH_BINARY_B:-}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,7 +51,7 @@ while [ $# -gt 0 ]; do
     --setups) SETUPS=$2; shift 2 ;;
     --no-memory) MEMORY=0; shift ;;
     --skip-build) SKIP_BUILD=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -128,8 +133,11 @@ ensure_tools() {
 
 build() {
   if [ "$SKIP_BUILD" = 1 ]; then return; fi
-  log "cargo build --release -p ringway -p ringway-load"
-  cargo build --release -p ringway -p ringway-load 2>&1 | tail -2 >&2
+  # The proxy as it ships (no demo), in a cargo invocation of its own so that ringway-load's
+  # features do not leak into it.
+  log "cargo build --release -p ringway --no-default-features; cargo build --release -p ringway-load"
+  cargo build --release -p ringway --no-default-features 2>&1 | tail -2 >&2
+  cargo build --release -p ringway-load 2>&1 | tail -2 >&2
 }
 
 # --- setups -------------------------------------------------------------------------------------
@@ -147,8 +155,10 @@ start_proxy() { # setup workers
   local setup=$1 workers=$2
   port_free "$PROXY_PORT" || { log "port $PROXY_PORT busy"; return 1; }
   case "$setup" in
-    ringway)
-      taskset -c 0 "$ROOT/target/release/ringway" --listen "127.0.0.1:$PROXY_PORT" \
+    ringway | ringway-b)
+      local binary=$BINARY
+      if [ "$setup" = ringway-b ]; then binary=$BINARY_B; fi
+      taskset -c 0 "$binary" --listen "127.0.0.1:$PROXY_PORT" \
         --upstream "127.0.0.1:$BACKEND_PORT" --workers "$workers" \
         >"$RUN_DIR/proxy.log" 2>&1 &
       ;;
@@ -320,6 +330,21 @@ for scenario in ["latency", "memory"]:
             else:
                 cells.append(f"{m:g}")
         lines.append(f"{key[1]:<9} {len(ok):>2}/{len(runs):<1} " + " ".join(f"{c:>18}" for c in cells))
+    lines.append(f"{scenario}: spread (min-max over runs)")
+    for key in keys:
+        ok = [r for r in groups[key] if r["rps"] not in ("FAILED", "-")]
+        spread = []
+        for c, h in [("rps", "req/s"), ("p99_us", "p99 µs"), ("proxy_cpu_us_per_req", "proxy CPU µs/req"),
+                     ("proxy_peak_rss_kb", "peak RSS MiB")]:
+            nums = []
+            for r in ok:
+                try:
+                    nums.append(float(r[c]) / (1024 if c == "proxy_peak_rss_kb" else 1))
+                except ValueError:
+                    pass
+            if nums:
+                spread.append(f"{h} {min(nums):.4g}-{max(nums):.4g}")
+        lines.append(f"{key[1]:<9} " + "; ".join(spread))
 print("\n".join(lines))
 PY
 }
