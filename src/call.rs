@@ -128,8 +128,9 @@ pub trait Downstream {
     /// ends here.
     fn trailers_only(&mut self, head: &Parts);
     /// End the call with `error` instead: as a trailers-only reply (or the framing's own error
-    /// reply) when `head_sent` is false, in the trailers otherwise.
-    fn fail(&mut self, error: &Error, head_sent: bool);
+    /// reply) when `head_sent` is false, in the trailers otherwise. Returns what the client is
+    /// told: an HTTP refusal or a gRPC status.
+    fn fail(&mut self, error: &Error, head_sent: bool) -> End;
 
     /// Whether output is gathered and not yet written.
     fn has_output(&self) -> bool;
@@ -484,20 +485,12 @@ impl CallState<'_> {
         downstream: &mut D,
         started: Instant,
     ) -> End {
-        let stats = &self.context.stats;
-        // A protocol error before the response head is answered in the downstream's own terms
-        // (an HTTP status); once the response has begun, only a gRPC status can end it.
-        let end = match error.http_status() {
-            Some(status) if !self.head_sent => {
-                stats.local_http(status);
-                End::Refused(status)
-            }
-            _ => {
-                stats.call_finished(error.code() as u32, started.elapsed());
-                End::Status(error.code() as u32)
-            }
-        };
-        downstream.fail(error, self.head_sent);
+        let end = downstream.fail(error, self.head_sent);
+        match end {
+            End::Refused(status) => self.context.stats.local_http(status),
+            End::Status(code) => self.context.stats.call_finished(code, started.elapsed()),
+            End::ClientGone => {}
+        }
         match downstream.flush().await {
             Ok(()) => end,
             Err(_) => End::ClientGone,

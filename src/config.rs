@@ -114,6 +114,53 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_HEALTH_PATH", default_value = "/healthz")]
     pub health_path: String,
 
+    // --- downstream HTTP/2 (clients speaking h2c with prior knowledge, or h2 over TLS) ---
+    /// Streams a client may have open at once on one HTTP/2 connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with RST_STREAM(REFUSED_STREAM).
+    #[arg(long, env = "RINGWAY_HTTP2_STREAMS_MAX", default_value_t = 1000)]
+    pub http2_streams_max: u32,
+
+    /// Largest request header list a client may send on HTTP/2 (SETTINGS_MAX_HEADER_LIST_SIZE,
+    /// in RFC 9113's decoded size); larger gets 431 and RST_STREAM(REFUSED_STREAM).
+    #[arg(long, env = "RINGWAY_HTTP2_HEADER_LIST_BYTES_MAX", default_value_t = 64 * 1024)]
+    pub http2_header_list_bytes_max: u32,
+
+    /// HTTP/2 stream window advertised to clients: how much of one request body a client may
+    /// send before ringway has forwarded it.
+    #[arg(long, env = "RINGWAY_HTTP2_STREAM_WINDOW_BYTES", default_value_t = 256 * 1024)]
+    pub http2_stream_window_bytes: u32,
+
+    /// HTTP/2 connection window advertised to clients: how much of all its request bodies one
+    /// connection may send ahead. Bounds the memory one client connection can make ringway hold.
+    #[arg(long, env = "RINGWAY_HTTP2_CONNECTION_WINDOW_BYTES", default_value_t = 1024 * 1024)]
+    pub http2_connection_window_bytes: u32,
+
+    /// SETTINGS_MAX_FRAME_SIZE advertised to clients.
+    #[arg(long, env = "RINGWAY_HTTP2_FRAME_BYTES_MAX", default_value_t = 16 * 1024)]
+    pub http2_frame_bytes_max: u32,
+
+    /// A client HTTP/2 connection with no stream open for this long is closed with GOAWAY;
+    /// open streams, however long-lived, are never cut by it. Enforced within 250 ms after it.
+    #[arg(long, env = "RINGWAY_HTTP2_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    pub http2_idle_timeout_ms: u64,
+
+    /// Interval of PINGs to each HTTP/2 client, so a client that vanished without closing is
+    /// noticed and its streams cancelled; 0 = off.
+    #[arg(
+        long,
+        env = "RINGWAY_HTTP2_KEEPALIVE_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    pub http2_keepalive_interval_ms: u64,
+
+    /// A PING to a client unanswered for this long closes its connection.
+    #[arg(
+        long,
+        env = "RINGWAY_HTTP2_KEEPALIVE_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub http2_keepalive_timeout_ms: u64,
+
     // --- gRPC ---
     /// Cap on a call's grpc-timeout; 0 = no cap (Envoy's max_grpc_timeout: 0s). No timeout is
     /// applied to calls that do not ask for one, so long server streams are never cut.
@@ -437,6 +484,20 @@ pub struct DownstreamLimits {
     pub read_buffer_bytes: usize,
     pub grpc_timeout_max: Option<Duration>,
     pub health_path: Bytes,
+    pub http2: Http2Settings,
+}
+
+/// The HTTP/2 server's settings for client connections, derived once from the flags.
+#[derive(Debug, Clone)]
+pub struct Http2Settings {
+    pub streams_max: u32,
+    pub header_list_bytes_max: u32,
+    pub stream_window_bytes: u32,
+    pub connection_window_bytes: u32,
+    pub frame_bytes_max: u32,
+    pub idle_timeout: Duration,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
 }
 
 impl Config {
@@ -465,6 +526,19 @@ impl Config {
         }
         if !(16_384..=16_777_215).contains(&self.h2_frame_bytes_max) {
             return Err("--h2-frame-bytes-max must be within 16384..=16777215 (RFC 9113)".into());
+        }
+        if !(16_384..=16_777_215).contains(&self.http2_frame_bytes_max) {
+            return Err(
+                "--http2-frame-bytes-max must be within 16384..=16777215 (RFC 9113)".into(),
+            );
+        }
+        if self.http2_stream_window_bytes < 65_535 || self.http2_connection_window_bytes < 65_535 {
+            return Err("HTTP/2 windows must be at least 65535 bytes".into());
+        }
+        if self.http2_streams_max == 0 || self.http2_header_list_bytes_max < 1024 {
+            return Err(
+                "--http2-streams-max must be > 0 and --http2-header-list-bytes-max >= 1024".into(),
+            );
         }
         if self.read_buffer_bytes < 512 {
             return Err("--read-buffer-bytes must be at least 512".into());
@@ -530,6 +604,17 @@ impl Config {
             grpc_timeout_max: (self.grpc_timeout_max_ms > 0)
                 .then(|| Duration::from_millis(self.grpc_timeout_max_ms)),
             health_path: Bytes::from(self.health_path.clone()),
+            http2: Http2Settings {
+                streams_max: self.http2_streams_max,
+                header_list_bytes_max: self.http2_header_list_bytes_max,
+                stream_window_bytes: self.http2_stream_window_bytes,
+                connection_window_bytes: self.http2_connection_window_bytes,
+                frame_bytes_max: self.http2_frame_bytes_max,
+                idle_timeout: Duration::from_millis(self.http2_idle_timeout_ms),
+                keepalive_interval: (self.http2_keepalive_interval_ms > 0)
+                    .then(|| Duration::from_millis(self.http2_keepalive_interval_ms)),
+                keepalive_timeout: Duration::from_millis(self.http2_keepalive_timeout_ms),
+            },
         }
     }
 

@@ -31,6 +31,9 @@ pub enum Error {
     // --- downstream: answered with an HTTP status, then the connection closes ---
     /// The HTTP/1.1 head or body framing was refused.
     Http1(Http1Error),
+    /// A request whose head cannot be turned into an upstream call (no authority, a target
+    /// that is not a path, a header the upstream could not carry).
+    Malformed(&'static str),
     /// The request head or body did not arrive within the read timeout.
     RequestTimeout,
     /// A POST whose content type is not gRPC-Web.
@@ -76,6 +79,7 @@ impl Error {
     pub fn side(&self) -> Side {
         match self {
             Error::Http1(_)
+            | Error::Malformed(_)
             | Error::RequestTimeout
             | Error::UnsupportedMediaType
             | Error::MethodNotAllowed
@@ -98,6 +102,7 @@ impl Error {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Error::Http1(e) => Some(e.status()),
+            Error::Malformed(_) => Some(400),
             Error::RequestTimeout => Some(408),
             Error::UnsupportedMediaType => Some(415),
             Error::MethodNotAllowed => Some(405),
@@ -116,16 +121,19 @@ impl Error {
             | Error::Connect(_)
             | Error::ConnectTimeout
             | Error::PendingTimeout => Code::Unavailable,
-            Error::PoolExhausted => Code::ResourceExhausted,
+            Error::PoolExhausted | Error::Http1(Http1Error::BodyTooLarge) => {
+                Code::ResourceExhausted
+            }
             Error::H2(e) => h2_code(e),
             Error::UpstreamHttpStatus(status) => code_from_http_status(*status),
             Error::UpstreamProtocol(_) => Code::Internal,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::ClientClosed(_) => Code::Cancelled,
             Error::RequestTimeout => Code::DeadlineExceeded,
-            Error::Http1(_) | Error::UnsupportedMediaType | Error::MethodNotAllowed => {
-                Code::Internal
-            }
+            Error::Http1(_)
+            | Error::Malformed(_)
+            | Error::UnsupportedMediaType
+            | Error::MethodNotAllowed => Code::Internal,
             Error::BadBase64 => Code::InvalidArgument,
         }
     }
@@ -134,6 +142,7 @@ impl Error {
     pub fn message(&self) -> Cow<'static, str> {
         match self {
             Error::Http1(e) => e.reason().into(),
+            Error::Malformed(reason) => (*reason).into(),
             Error::RequestTimeout => "request not received in time".into(),
             Error::UnsupportedMediaType => {
                 "content-type must be application/grpc-web or application/grpc-web-text".into()

@@ -129,6 +129,18 @@ fn content_type_pair(text: bool, suffix: Option<&[u8]>) -> (Bytes, Bytes) {
     (Bytes::from(upstream), Bytes::from(response))
 }
 
+/// Whether a request content type is native gRPC (`application/grpc`, or with any
+/// `+suffix`): case-insensitive on the type, parameters ignored, the same suffix rules as
+/// gRPC-Web. Native gRPC requests are passed upstream with their content type unchanged.
+pub fn is_native_grpc(value: &[u8]) -> bool {
+    let media = trim_ows(before_semicolon(value));
+    match strip_prefix_ignore_case(media, b"application/grpc") {
+        Some([]) => true,
+        Some([b'+', suffix @ ..]) => is_media_suffix(suffix),
+        _ => false,
+    }
+}
+
 /// Whether `suffix` is a `restricted-name` (RFC 6838 §4.2): it ends up in the upstream request
 /// and the response, so it must not carry separators or control bytes.
 fn is_media_suffix(suffix: &[u8]) -> bool {
@@ -830,6 +842,28 @@ mod tests {
                 is_forwardable_response_header(&HeaderName::from_static(name)),
                 "{name}"
             );
+        }
+    }
+    #[test]
+    fn native_grpc_content_types() {
+        for ok in [
+            &b"application/grpc"[..],
+            b"application/grpc+proto",
+            b"Application/GRPC+json; charset=utf-8",
+            b" application/grpc+thrift ",
+        ] {
+            assert!(is_native_grpc(ok), "{ok:?}");
+        }
+        for bad in [
+            &b"application/grpc-web"[..],
+            b"application/grpc-web-text+proto",
+            b"application/grpc+",
+            b"application/grpc+a/b",
+            b"application/grpcx",
+            b"application/json",
+            b"",
+        ] {
+            assert!(!is_native_grpc(bad), "{bad:?}");
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod downstream;
 pub mod endpoints;
 pub mod error;
 pub mod field;
+pub mod frame_watch;
 pub mod grpc_web;
 pub mod health;
 pub mod http1;

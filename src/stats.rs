@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::frame_watch::Flood;
 use crate::status::Code;
 
 /// Upper bounds of the call-duration histogram buckets, in microseconds (Prometheus `le`).
@@ -33,6 +34,13 @@ pub struct WorkerStats {
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub retries: Counter,
+    /// Client connections that spoke HTTP/2, and the streams they opened.
+    pub http2_connections: Counter,
+    pub http2_streams: Counter,
+    /// HTTP/2 connections closed with GOAWAY(ENHANCE_YOUR_CALM) for a flood, by kind.
+    http2_floods: [Counter; Flood::ALL.len()],
+    /// HTTP/2 connections that ended in a protocol error (h2's own GOAWAY or the client's).
+    pub http2_protocol_errors: Counter,
     calls_by_status: [Counter; GRPC_CODES],
     local_http: [Counter; LOCAL_HTTP_STATUSES.len()],
     duration_buckets: [Counter; DURATION_BUCKETS_US.len()],
@@ -81,6 +89,15 @@ impl WorkerStats {
         self.duration_sum_us.add(us);
     }
 
+    /// An HTTP/2 connection closed for a flood of `kind`.
+    pub fn http2_flood(&self, kind: Flood) {
+        let index = Flood::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is listed");
+        self.http2_floods[index].add(1);
+    }
+
     /// A request answered locally with an HTTP error status.
     pub fn local_http(&self, status: u16) {
         if let Some(i) = LOCAL_HTTP_STATUSES.iter().position(|s| *s == status) {
@@ -99,6 +116,10 @@ pub struct Totals {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub retries: u64,
+    pub http2_connections: u64,
+    pub http2_streams: u64,
+    pub http2_floods: [u64; Flood::ALL.len()],
+    pub http2_protocol_errors: u64,
     pub calls_by_status: [u64; GRPC_CODES],
     pub local_http: [u64; LOCAL_HTTP_STATUSES.len()],
     /// Per bucket, not cumulative.
@@ -120,6 +141,10 @@ impl Totals {
             t.bytes_received += w.bytes_received.get();
             t.bytes_sent += w.bytes_sent.get();
             t.retries += w.retries.get();
+            t.http2_connections += w.http2_connections.get();
+            t.http2_streams += w.http2_streams.get();
+            add_all(&mut t.http2_floods, &w.http2_floods);
+            t.http2_protocol_errors += w.http2_protocol_errors.get();
             add_all(&mut t.calls_by_status, &w.calls_by_status);
             add_all(&mut t.local_http, &w.local_http);
             add_all(&mut t.duration_buckets, &w.duration_buckets);
@@ -152,6 +177,20 @@ impl Totals {
         for (status, n) in LOCAL_HTTP_STATUSES.iter().zip(self.local_http) {
             let _ = writeln!(out, "downstream.local_http_{status}: {n}");
         }
+        let _ = writeln!(
+            out,
+            "downstream.http2.connections: {}",
+            self.http2_connections
+        );
+        let _ = writeln!(out, "downstream.http2.streams: {}", self.http2_streams);
+        for (kind, n) in Flood::ALL.iter().zip(self.http2_floods) {
+            let _ = writeln!(out, "downstream.http2.floods.{}: {n}", kind.name());
+        }
+        let _ = writeln!(
+            out,
+            "downstream.http2.protocol_errors: {}",
+            self.http2_protocol_errors
+        );
         let _ = writeln!(out, "calls.total: {}", self.calls());
         for (code, n) in self.calls_by_status.iter().enumerate() {
             let name = Code::from_u32(code as u32).map_or("UNKNOWN", Code::name);
@@ -193,7 +232,7 @@ impl Totals {
         metric(
             "ringway_downstream_requests_total",
             "counter",
-            "HTTP/1.1 requests read.",
+            "Requests read (HTTP/1.1 requests and HTTP/2 streams).",
             self.requests,
         );
         metric(
@@ -215,6 +254,24 @@ impl Totals {
             self.bytes_sent,
         );
         metric(
+            "ringway_downstream_http2_connections_total",
+            "counter",
+            "Client connections that spoke HTTP/2.",
+            self.http2_connections,
+        );
+        metric(
+            "ringway_downstream_http2_streams_total",
+            "counter",
+            "HTTP/2 streams opened by clients.",
+            self.http2_streams,
+        );
+        metric(
+            "ringway_downstream_http2_protocol_errors_total",
+            "counter",
+            "Client HTTP/2 connections that ended in a protocol error.",
+            self.http2_protocol_errors,
+        );
+        metric(
             "ringway_call_retries_total",
             "counter",
             "Calls retried because the upstream did not process them.",
@@ -231,6 +288,14 @@ impl Totals {
             let _ = writeln!(
                 out,
                 "ringway_downstream_local_responses_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP ringway_downstream_http2_floods_total Client HTTP/2 connections closed with GOAWAY(ENHANCE_YOUR_CALM) for a flood, by kind.\n# TYPE ringway_downstream_http2_floods_total counter");
+        for (kind, n) in Flood::ALL.iter().zip(self.http2_floods) {
+            let _ = writeln!(
+                out,
+                "ringway_downstream_http2_floods_total{{kind=\"{}\"}} {n}",
+                kind.name()
             );
         }
         let _ = writeln!(out, "# HELP ringway_calls_total gRPC calls finished, by grpc-status.\n# TYPE ringway_calls_total counter");

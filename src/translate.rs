@@ -16,7 +16,7 @@ use http::Uri;
 
 use crate::error::Error;
 use crate::field::list_elements;
-use crate::http1::{self, BodyKind, RequestHead};
+use crate::http1::{BodyKind, RequestHead};
 
 /// Parse a `grpc-timeout` header value (`1*8DIGIT` then one of `H M S m u n`).
 ///
@@ -83,6 +83,54 @@ pub fn http1_uri(head: &RequestHead) -> Result<Uri, Error> {
     Uri::from_parts(parts).map_err(|_| malformed("bad request target"))
 }
 
+/// The upstream URI of an HTTP/2 request: `http://<:authority><:path>`, with `Host` standing in
+/// for a missing `:authority` (RFC 9113 §8.3.1).
+pub fn h2_uri(uri: &Uri, headers: &HeaderMap) -> Result<Uri, Error> {
+    let authority = match uri.authority() {
+        Some(authority) => authority.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .ok_or_else(|| malformed("missing :authority"))?;
+            Authority::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes()))
+                .map_err(|_| malformed("bad host"))?
+        }
+    };
+    let path = uri
+        .path_and_query()
+        .filter(|p| p.as_str().starts_with('/'))
+        .cloned()
+        .ok_or_else(|| malformed("bad :path"))?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).map_err(|_| malformed("bad request target"))
+}
+
+/// The upstream headers of an HTTP/2 request: the client's metadata (HTTP/2 has no hop-by-hop
+/// headers left to drop but `te`), `content-type` set to `upstream_content_type`,
+/// `te: trailers`, and `grpc-timeout` for `deadline`. Values are shared, not copied.
+pub fn h2_headers(
+    headers: &HeaderMap,
+    upstream_content_type: &HeaderValue,
+    deadline: Option<Instant>,
+) -> HeaderMap {
+    let added = 2 + usize::from(deadline.is_some());
+    let mut upstream = HeaderMap::with_capacity(headers.len() + added);
+    for (name, value) in headers {
+        if !is_dropped_request_header(name.as_str().as_bytes()) {
+            upstream.append(name.clone(), value.clone());
+        }
+    }
+    upstream.insert(header::CONTENT_TYPE, upstream_content_type.clone());
+    upstream.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(deadline) = deadline {
+        upstream.insert("grpc-timeout", grpc_timeout_value(deadline, Instant::now()));
+    }
+    upstream
+}
+
 /// The upstream headers of an HTTP/1.1 request: hop-by-hop ones (and those named in
 /// `Connection`) dropped, metadata passed on, `content-type` set to `upstream_content_type`,
 /// `te: trailers`, and `grpc-timeout` for `deadline`.
@@ -125,7 +173,7 @@ pub fn http1_headers(
 }
 
 fn malformed(reason: &'static str) -> Error {
-    Error::Http1(http1::Http1Error::Malformed(reason))
+    Error::Malformed(reason)
 }
 
 /// Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
@@ -251,11 +299,11 @@ mod tests {
     fn hostile_heads_are_refused_not_forwarded() {
         // HTTP/1.0 may omit Host; the upstream needs an authority.
         let no_host = head("POST /s/M HTTP/1.0\r\n\r\n");
-        assert!(matches!(http1_uri(&no_host), Err(Error::Http1(_))));
+        assert!(matches!(http1_uri(&no_host), Err(Error::Malformed(_))));
         let bad_host = head("POST /s/M HTTP/1.1\r\nHost: a b\r\n\r\n");
-        assert!(matches!(http1_uri(&bad_host), Err(Error::Http1(_))));
+        assert!(matches!(http1_uri(&bad_host), Err(Error::Malformed(_))));
         let empty_host = head("POST /s/M HTTP/1.1\r\nHost:\r\n\r\n");
-        assert!(matches!(http1_uri(&empty_host), Err(Error::Http1(_))));
+        assert!(matches!(http1_uri(&empty_host), Err(Error::Malformed(_))));
     }
 
     #[test]
@@ -330,5 +378,61 @@ mod tests {
         ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+    #[test]
+    fn h2_request_keeps_its_authority_path_and_metadata() {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("https://api.example.com/pkg.Svc/M?x=1")
+            .header("content-type", "application/grpc-web+proto")
+            .header("te", "trailers")
+            .header("grpc-timeout", "1H")
+            .header("x-meta", "a")
+            .header("x-meta", "b")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let uri = h2_uri(&parts.uri, &parts.headers).unwrap();
+        assert_eq!(uri, "http://api.example.com/pkg.Svc/M?x=1");
+        let ct = HeaderValue::from_static("application/grpc+proto");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let headers = h2_headers(&parts.headers, &ct, Some(deadline));
+        assert_eq!(headers["content-type"], "application/grpc+proto");
+        assert_eq!(headers["te"], "trailers");
+        assert_eq!(headers.get_all("x-meta").iter().count(), 2);
+        assert!(!headers.contains_key("content-length"));
+        let timeout = headers["grpc-timeout"].to_str().unwrap();
+        assert!(timeout.ends_with('m') && timeout.len() <= 5, "{timeout}");
+    }
+
+    #[test]
+    fn h2_request_without_authority_uses_host_or_is_refused() {
+        let host_only = http::Request::builder()
+            .uri("/pkg.Svc/M")
+            .header("host", "h.example")
+            .body(())
+            .unwrap();
+        let (parts, ()) = host_only.into_parts();
+        assert_eq!(
+            h2_uri(&parts.uri, &parts.headers).unwrap(),
+            "http://h.example/pkg.Svc/M"
+        );
+        let neither = http::Request::builder().uri("/pkg.Svc/M").body(()).unwrap();
+        let (parts, ()) = neither.into_parts();
+        assert!(matches!(
+            h2_uri(&parts.uri, &parts.headers),
+            Err(Error::Malformed(_))
+        ));
+        let asterisk = http::Request::builder()
+            .uri("*")
+            .header("host", "h")
+            .body(())
+            .unwrap();
+        let (parts, ()) = asterisk.into_parts();
+        assert!(matches!(
+            h2_uri(&parts.uri, &parts.headers),
+            Err(Error::Malformed(_))
+        ));
     }
 }

@@ -26,8 +26,9 @@ use super::http1_exchange::{ReplyTo, WebExchange};
 use crate::access_log;
 use crate::call::{self, Body, CallRequest, End, Outcome};
 use crate::coarse_timer::CoarseTimer;
-use crate::context::{ActiveConnection, WorkerContext};
+use crate::context::WorkerContext;
 use crate::error::{Error, Reply};
+use crate::frame_watch;
 use crate::grpc_web::{self, WebContentType, WebReply};
 use crate::http1::{
     finish_head, parse_request_head, write_content_length, write_header, write_status_line,
@@ -47,13 +48,14 @@ const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 const GRPC_WEB_PROTO: &[u8] = b"application/grpc-web+proto";
 
-/// Serve one accepted connection until it closes.
+/// Serve one accepted connection until it closes. When its first bytes are the HTTP/2
+/// connection preface, the stream and the bytes read so far are handed back instead, for the
+/// HTTP/2 server (h2c with prior knowledge).
 pub async fn serve<S: Transport>(
     stream: S,
     peer: SocketAddr,
-    context: Rc<WorkerContext>,
-    active: ActiveConnection,
-) {
+    context: &Rc<WorkerContext>,
+) -> Option<(S, Bytes)> {
     let mut connection = Connection {
         received: Cell::new(0),
         sent: 0,
@@ -63,11 +65,33 @@ pub async fn serve<S: Transport>(
         out: Output::default(),
         timer: context.timers.timer(),
         stream,
-        context,
+        context: context.clone(),
+        first: true,
     };
-    connection.run().await;
-    drop(active);
+    if connection.run().await == Ended::Http2 {
+        let Connection { stream, buf, .. } = connection;
+        return Some((stream, buf.freeze()));
+    }
     debug!(%peer, "downstream connection closed");
+    None
+}
+
+/// How the HTTP/1.1 loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    /// The connection began with the HTTP/2 preface.
+    Http2,
+}
+
+/// What reading a request head found.
+enum ReadHead {
+    Head(RequestHead),
+    /// The client closed, or stayed idle past the keep-alive timeout between requests, which
+    /// needs no answer.
+    Closed,
+    /// The connection's first bytes are the HTTP/2 preface.
+    Http2,
 }
 
 pub(super) struct Connection<S> {
@@ -86,6 +110,8 @@ pub(super) struct Connection<S> {
     pub(super) out: Output,
     /// The connection's coarse timer, for whatever it waits on at the time.
     pub(super) timer: CoarseTimer,
+    /// No request has been read yet: the HTTP/2 preface may still come.
+    first: bool,
 }
 
 /// Whether the connection can take another request after this one.
@@ -96,11 +122,12 @@ enum Next {
 }
 
 impl<S: Transport> Connection<S> {
-    async fn run(&mut self) {
+    async fn run(&mut self) -> Ended {
         loop {
             let head = match self.read_head().await {
-                Ok(Some(head)) => head,
-                Ok(None) => return,
+                Ok(ReadHead::Head(head)) => head,
+                Ok(ReadHead::Closed) => return Ended::Closed,
+                Ok(ReadHead::Http2) => return Ended::Http2,
                 Err(error) => {
                     let reply_to = ReplyTo {
                         started: Instant::now(),
@@ -112,28 +139,39 @@ impl<S: Transport> Connection<S> {
                     self.count_refusal(&error);
                     self.write_error(&error, &reply_to, false);
                     let _ = self.flush().await;
-                    return;
+                    return Ended::Closed;
                 }
             };
+            self.first = false;
             // Boxed: a request's state (upstream call, body reader, response relay) is KiBs,
             // and keeping it out of the connection's own future means an idle keep-alive
             // connection costs only its read loop and buffer (docs/benchmarks.md, memory). The
             // head stays here, where it costs no room: the error path above is larger.
             if Box::pin(self.handle(&head)).await == Next::Close {
-                return;
+                return Ended::Closed;
             }
         }
     }
 
-    /// Read until a whole request head is buffered. `Ok(None)`: the client closed or stayed
-    /// idle past the keep-alive timeout between requests, which needs no answer.
-    async fn read_head(&mut self) -> Result<Option<RequestHead>, Error> {
+    /// Read until a whole request head is buffered.
+    async fn read_head(&mut self) -> Result<ReadHead, Error> {
         let limits = &self.context.limits;
         let mut head_deadline =
             (!self.buf.is_empty()).then(|| Instant::now() + limits.header_read_timeout);
         loop {
-            if let Some(head) = parse_request_head(&mut self.buf, &limits.head)? {
-                return Ok(Some(head));
+            let preface = match self.first {
+                true => frame_watch::is_preface(&self.buf),
+                false => Some(false),
+            };
+            match preface {
+                Some(true) => return Ok(ReadHead::Http2),
+                // Possibly the start of the preface: nothing to parse yet.
+                None if !self.buf.is_empty() => {}
+                _ => {
+                    if let Some(head) = parse_request_head(&mut self.buf, &limits.head)? {
+                        return Ok(ReadHead::Head(head));
+                    }
+                }
             }
             let idle = head_deadline.is_none();
             let deadline = match head_deadline {
@@ -161,12 +199,12 @@ impl<S: Transport> Connection<S> {
                 }
             };
             match timed_out {
-                Some(Ok(0)) | Some(Err(_)) => return Ok(None),
+                Some(Ok(0)) | Some(Err(_)) => return Ok(ReadHead::Closed),
                 Some(Ok(_)) => {
                     head_deadline
                         .get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
                 }
-                None if idle => return Ok(None),
+                None if idle => return Ok(ReadHead::Closed),
                 None => return Err(Error::RequestTimeout),
             }
         }

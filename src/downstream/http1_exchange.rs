@@ -14,7 +14,7 @@ use http::header::HeaderMap;
 use http::response::Parts;
 
 use super::http1::{write_connection_header, Connection};
-use crate::call::{BodyPiece, ClientEvent, Downstream};
+use crate::call::{BodyPiece, ClientEvent, Downstream, End};
 use crate::context::WorkerContext;
 use crate::error::Error;
 use crate::grpc_web::{is_forwardable_response_header, WebReply};
@@ -250,8 +250,13 @@ impl<S: Transport> Downstream for WebExchange<'_, S> {
         self.write_head(head, true);
     }
 
-    fn fail(&mut self, error: &Error, head_sent: bool) {
+    fn fail(&mut self, error: &Error, head_sent: bool) -> End {
         self.conn.write_error(error, self.reply_to, head_sent);
+        // An HTTP status is only written before the response began.
+        match error.http_status() {
+            Some(status) if !head_sent => End::Refused(status),
+            _ => End::Status(error.code() as u32),
+        }
     }
 
     fn has_output(&self) -> bool {

@@ -3,9 +3,32 @@
 //! locally, and runs calls through [`crate::call`] with an exchange of its own as the call's
 //! `Downstream`.
 //!
-//! - `http1.rs`: HTTP/1.1 with gRPC-Web (`http1_exchange.rs` is the call's side of it).
+//! - `http1.rs`: HTTP/1.1 with gRPC-Web (`http1_exchange.rs` is the call's side of it). Every
+//!   cleartext connection starts here; one that opens with the HTTP/2 preface is handed over.
+//! - `http2.rs`: HTTP/2 (h2c with prior knowledge), gRPC-Web and native gRPC on the same
+//!   streams (`http2_exchange.rs`).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use crate::context::{ActiveConnection, WorkerContext};
+use crate::transport::Transport;
 
 mod http1;
 mod http1_exchange;
+mod http2;
+mod http2_exchange;
 
-pub use http1::serve;
+/// Serve one accepted cleartext connection until it closes: HTTP/1.1, or HTTP/2 when it begins
+/// with the connection preface (the same port serves both, like Envoy's `codec_type: auto`).
+pub async fn serve<S: Transport + Unpin + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    context: Rc<WorkerContext>,
+    active: ActiveConnection,
+) {
+    if let Some((stream, received)) = http1::serve(stream, peer, &context).await {
+        http2::serve(stream, received, peer, context).await;
+    }
+    drop(active);
+}
