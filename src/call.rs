@@ -389,10 +389,17 @@ impl CallState<'_> {
                     .await
                 {
                     Waited::Upstream(event) => event,
-                    Waited::Pumped(result) => {
-                        result?;
+                    Waited::Pumped(Ok(())) => continue,
+                    // The upstream answered before it read the whole body and closed its side
+                    // with NO_ERROR (RFC 9113 §8.1): it wants no more body; its response goes
+                    // on.
+                    Waited::Pumped(Err(Error::H2(e)))
+                        if e.reason() == Some(h2::Reason::NO_ERROR) =>
+                    {
+                        pump = Pump::Done;
                         continue;
                     }
+                    Waited::Pumped(Err(error)) => return Err(error),
                     Waited::ClientGone => return Err(client_gone()),
                 },
             };

@@ -25,6 +25,7 @@ const TYPE_DATA: u8 = 0x0;
 const TYPE_RST_STREAM: u8 = 0x3;
 const TYPE_SETTINGS: u8 = 0x4;
 const TYPE_PING: u8 = 0x6;
+const TYPE_GOAWAY: u8 = 0x7;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_ACK: u8 = 0x1;
 
@@ -151,6 +152,77 @@ fn counted(frame_type: u8, flags: u8, len: usize) -> Option<Flood> {
         TYPE_RST_STREAM => Some(Flood::Reset),
         TYPE_DATA if len == 0 && flags & FLAG_END_STREAM == 0 => Some(Flood::EmptyData),
         _ => None,
+    }
+}
+
+/// A frame ringway sent that ends something: a stream (`RST_STREAM`) or the connection
+/// (`GOAWAY`), with its error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Reset(u32),
+    GoAway(u32),
+}
+
+/// Follows the frames ringway writes to one client, to count the resets and GOAWAYs the `h2`
+/// server sends on its own (streams over the limit, header lists over the limit, protocol
+/// errors) as well as ringway's.
+#[derive(Debug, Default)]
+pub struct SentFrames {
+    header: [u8; FRAME_HEADER_BYTES],
+    header_len: usize,
+    payload_left: usize,
+    /// The first payload bytes of a RST_STREAM or GOAWAY, up to its error code.
+    code: [u8; 8],
+    code_len: usize,
+    code_wanted: usize,
+    frame_type: u8,
+}
+
+impl SentFrames {
+    /// Look at the next `bytes` written; `found` gets each RST_STREAM or GOAWAY completed.
+    pub fn observe(&mut self, mut bytes: &[u8], found: &mut impl FnMut(Sent)) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let take = self.payload_left.min(bytes.len());
+                let wanted = self.code_wanted.saturating_sub(self.code_len).min(take);
+                self.code[self.code_len..self.code_len + wanted].copy_from_slice(&bytes[..wanted]);
+                self.code_len += wanted;
+                if wanted > 0 && self.code_len == self.code_wanted {
+                    let at = self.code_wanted - 4;
+                    let code = u32::from_be_bytes([
+                        self.code[at],
+                        self.code[at + 1],
+                        self.code[at + 2],
+                        self.code[at + 3],
+                    ]);
+                    found(match self.frame_type {
+                        TYPE_RST_STREAM => Sent::Reset(code),
+                        _ => Sent::GoAway(code),
+                    });
+                }
+                self.payload_left -= take;
+                bytes = &bytes[take..];
+                continue;
+            }
+            let take = (FRAME_HEADER_BYTES - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
+            self.header_len += take;
+            bytes = &bytes[take..];
+            if self.header_len < FRAME_HEADER_BYTES {
+                break;
+            }
+            self.header_len = 0;
+            let h = self.header;
+            self.payload_left =
+                usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+            self.frame_type = h[3];
+            self.code_len = 0;
+            self.code_wanted = match h[3] {
+                TYPE_RST_STREAM if self.payload_left >= 4 => 4,
+                TYPE_GOAWAY if self.payload_left >= 8 => 8,
+                _ => 0,
+            };
+        }
     }
 }
 
@@ -292,5 +364,25 @@ mod tests {
         // Garbage instead of frames is only counted where it happens to look like one.
         let mut watch = FrameWatch::default();
         assert_eq!(watch.observe(&[0xAB; 4096], now), None);
+    }
+    #[test]
+    fn sent_resets_and_goaways_are_found_however_the_writes_are_split() {
+        let mut wire = frame(0x1, 0x4, &[0x88]); // HEADERS
+        wire.extend(frame(TYPE_RST_STREAM, 0, &7u32.to_be_bytes()));
+        wire.extend(frame(TYPE_DATA, 0, &[9; 40]));
+        let mut goaway = 5u32.to_be_bytes().to_vec();
+        goaway.extend(11u32.to_be_bytes());
+        goaway.extend(b"debug data");
+        wire.extend(frame(TYPE_GOAWAY, 0, &goaway));
+        wire.extend(frame(TYPE_RST_STREAM, 0, &[0, 0])); // malformed: too short, ignored
+        wire.extend(frame(TYPE_PING, 0, &[0; 8]));
+        for step in 1..=wire.len() {
+            let mut sent = SentFrames::default();
+            let mut found = Vec::new();
+            for piece in wire.chunks(step) {
+                sent.observe(piece, &mut |s| found.push(s));
+            }
+            assert_eq!(found, [Sent::Reset(7), Sent::GoAway(11)], "step {step}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::frame_watch::Flood;
+use crate::frame_watch::{Flood, Sent};
 use crate::status::Code;
 
 /// Upper bounds of the call-duration histogram buckets, in microseconds (Prometheus `le`).
@@ -20,6 +20,27 @@ pub const DURATION_BUCKETS_US: [u64; 14] = [
 
 /// HTTP statuses ringway answers locally, one counter each.
 pub const LOCAL_HTTP_STATUSES: [u16; 9] = [400, 403, 405, 408, 413, 415, 417, 431, 501];
+
+/// HTTP/2 error codes 0..=13 (RFC 9113 §7), counted by name; higher ones are counted as 13.
+const H2_REASONS: usize = 14;
+
+/// The names of the HTTP/2 error codes, for the counters.
+pub const H2_REASON_NAMES: [&str; H2_REASONS] = [
+    "NO_ERROR",
+    "PROTOCOL_ERROR",
+    "INTERNAL_ERROR",
+    "FLOW_CONTROL_ERROR",
+    "SETTINGS_TIMEOUT",
+    "STREAM_CLOSED",
+    "FRAME_SIZE_ERROR",
+    "REFUSED_STREAM",
+    "CANCEL",
+    "COMPRESSION_ERROR",
+    "CONNECT_ERROR",
+    "ENHANCE_YOUR_CALM",
+    "INADEQUATE_SECURITY",
+    "HTTP_1_1_REQUIRED",
+];
 
 /// The grpc-status values 0..=16; anything else is counted as UNKNOWN.
 const GRPC_CODES: usize = 17;
@@ -41,6 +62,9 @@ pub struct WorkerStats {
     http2_floods: [Counter; Flood::ALL.len()],
     /// HTTP/2 connections that ended in a protocol error (h2's own GOAWAY or the client's).
     pub http2_protocol_errors: Counter,
+    /// RST_STREAM and GOAWAY frames sent to clients, by error code (RFC 9113 §7; 0..=13).
+    http2_resets_sent: [Counter; H2_REASONS],
+    http2_goaways_sent: [Counter; H2_REASONS],
     calls_by_status: [Counter; GRPC_CODES],
     local_http: [Counter; LOCAL_HTTP_STATUSES.len()],
     duration_buckets: [Counter; DURATION_BUCKETS_US.len()],
@@ -98,6 +122,15 @@ impl WorkerStats {
         self.http2_floods[index].add(1);
     }
 
+    /// A RST_STREAM or GOAWAY sent to a client.
+    pub fn http2_sent(&self, sent: Sent) {
+        let (counters, code) = match sent {
+            Sent::Reset(code) => (&self.http2_resets_sent, code),
+            Sent::GoAway(code) => (&self.http2_goaways_sent, code),
+        };
+        counters[(code as usize).min(H2_REASONS - 1)].add(1);
+    }
+
     /// A request answered locally with an HTTP error status.
     pub fn local_http(&self, status: u16) {
         if let Some(i) = LOCAL_HTTP_STATUSES.iter().position(|s| *s == status) {
@@ -120,6 +153,8 @@ pub struct Totals {
     pub http2_streams: u64,
     pub http2_floods: [u64; Flood::ALL.len()],
     pub http2_protocol_errors: u64,
+    pub http2_resets_sent: [u64; H2_REASONS],
+    pub http2_goaways_sent: [u64; H2_REASONS],
     pub calls_by_status: [u64; GRPC_CODES],
     pub local_http: [u64; LOCAL_HTTP_STATUSES.len()],
     /// Per bucket, not cumulative.
@@ -145,6 +180,8 @@ impl Totals {
             t.http2_streams += w.http2_streams.get();
             add_all(&mut t.http2_floods, &w.http2_floods);
             t.http2_protocol_errors += w.http2_protocol_errors.get();
+            add_all(&mut t.http2_resets_sent, &w.http2_resets_sent);
+            add_all(&mut t.http2_goaways_sent, &w.http2_goaways_sent);
             add_all(&mut t.calls_by_status, &w.calls_by_status);
             add_all(&mut t.local_http, &w.local_http);
             add_all(&mut t.duration_buckets, &w.duration_buckets);
@@ -191,6 +228,12 @@ impl Totals {
             "downstream.http2.protocol_errors: {}",
             self.http2_protocol_errors
         );
+        for (name, n) in H2_REASON_NAMES.iter().zip(self.http2_resets_sent) {
+            let _ = writeln!(out, "downstream.http2.resets_sent.{name}: {n}");
+        }
+        for (name, n) in H2_REASON_NAMES.iter().zip(self.http2_goaways_sent) {
+            let _ = writeln!(out, "downstream.http2.goaways_sent.{name}: {n}");
+        }
         let _ = writeln!(out, "calls.total: {}", self.calls());
         for (code, n) in self.calls_by_status.iter().enumerate() {
             let name = Code::from_u32(code as u32).map_or("UNKNOWN", Code::name);
@@ -297,6 +340,23 @@ impl Totals {
                 "ringway_downstream_http2_floods_total{{kind=\"{}\"}} {n}",
                 kind.name()
             );
+        }
+        for (metric, help, counts) in [
+            (
+                "ringway_downstream_http2_resets_sent_total",
+                "RST_STREAM frames sent to clients, by error code.",
+                &self.http2_resets_sent,
+            ),
+            (
+                "ringway_downstream_http2_goaways_sent_total",
+                "GOAWAY frames sent to clients, by error code.",
+                &self.http2_goaways_sent,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for (name, n) in H2_REASON_NAMES.iter().zip(counts) {
+                let _ = writeln!(out, "{metric}{{reason=\"{name}\"}} {n}");
+            }
         }
         let _ = writeln!(out, "# HELP ringway_calls_total gRPC calls finished, by grpc-status.\n# TYPE ringway_calls_total counter");
         for (code, n) in self.calls_by_status.iter().enumerate() {

@@ -19,6 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -37,8 +38,9 @@ use crate::call::{self, Body, CallRequest, End};
 use crate::coarse_timer::CoarseTimer;
 use crate::context::WorkerContext;
 use crate::error::Error;
-use crate::frame_watch::{Flood, FrameWatch};
+use crate::frame_watch::{Flood, FrameWatch, SentFrames};
 use crate::grpc_web::{self, WebReply};
+use crate::stats::WorkerStats;
 use crate::status::Code;
 use crate::translate;
 use crate::transport::Transport;
@@ -57,6 +59,8 @@ pub async fn serve<S: Transport + Unpin + 'static>(
         received,
         watch: FrameWatch::default(),
         flood: flood.clone(),
+        sent: SentFrames::default(),
+        stats: context.stats.clone(),
     };
     let settings = &context.limits.http2;
     let handshake = h2::server::Builder::new()
@@ -111,9 +115,14 @@ struct Driver<S: Transport + Unpin + 'static> {
     keepalive_timer: CoarseTimer,
 }
 
-/// What ended one wait of the driver.
+/// A stream the client opened: its request and the handle to answer it.
+type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
+/// What ended one wait of the driver. `Accepted` is large, but a wake lives only for one turn
+/// of the loop, on the stack.
+#[allow(clippy::large_enum_variant)]
 enum Wake {
-    Accepted(Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>),
+    Accepted(Accepted),
     Flood(Flood),
     Drain,
     Idle,
@@ -128,6 +137,8 @@ impl<S: Transport + Unpin + 'static> Driver<S> {
             .keepalive_interval
             .and_then(|_| self.connection.ping_pong());
         let mut draining = false;
+        // The connection is being shut down for a flood; only flushing the GOAWAY remains.
+        let mut closing = false;
         if self.context.draining.get() {
             self.connection.graceful_shutdown();
             draining = true;
@@ -137,7 +148,7 @@ impl<S: Transport + Unpin + 'static> Driver<S> {
                 .then(|| self.streams.idle_since.get() + settings.idle_timeout);
             let wake = monoio::select! {
                 accepted = self.connection.accept() => Wake::Accepted(accepted),
-                flood = self.flood.tripped() => Wake::Flood(flood),
+                flood = self.flood.tripped(closing) => Wake::Flood(flood),
                 _ = drain_began(&self.context, draining) => Wake::Drain,
                 _ = wait_until(&mut self.timer, idle_deadline) => Wake::Idle,
                 _ = self.streams.changed.notified() => Wake::StreamsChanged,
@@ -167,6 +178,7 @@ impl<S: Transport + Unpin + 'static> Driver<S> {
                         .abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                     // Streams in flight end with the connection; accept() now flushes the
                     // GOAWAY and returns when the connection is closed.
+                    closing = true;
                     draining = true;
                 }
                 Wake::Drain | Wake::Idle => {
@@ -288,7 +300,11 @@ impl FloodSignal {
         }
     }
 
-    async fn tripped(&self) -> Flood {
+    /// Resolves with the flood found; never once `handled`.
+    async fn tripped(&self, handled: bool) -> Flood {
+        if handled {
+            return std::future::pending().await;
+        }
         poll_fn(|cx| match self.flood.get() {
             Some(flood) => Poll::Ready(flood),
             None => {
@@ -308,6 +324,9 @@ pub(super) struct ServerIo<S> {
     received: Bytes,
     watch: FrameWatch,
     flood: Rc<FloodSignal>,
+    /// What h2 writes goes past this too, to count the resets and GOAWAYs sent.
+    sent: SentFrames,
+    stats: Arc<WorkerStats>,
 }
 
 impl<S: Transport + Unpin + 'static> AsyncRead for ServerIo<S> {
@@ -344,7 +363,14 @@ impl<S: Transport + Unpin + 'static> AsyncWrite for ServerIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            let stats = &this.stats;
+            this.sent
+                .observe(&buf[..n], &mut |sent| stats.http2_sent(sent));
+        }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

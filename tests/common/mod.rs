@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod h2client;
+pub mod rawh2;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
