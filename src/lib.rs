@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod coarse_timer;
 pub mod config;
+pub mod connect;
 pub mod connection;
 pub mod cors;
 pub mod discovery;
