@@ -57,7 +57,12 @@ fn compare_readers(input: &[u8], max: usize, compressed_allowed: bool, piece: us
     }
 }
 
-fn parse_all(input: &[u8], max: usize, compressed_allowed: bool, piece: usize) -> (Vec<u8>, Ending) {
+fn parse_all(
+    input: &[u8],
+    max: usize,
+    compressed_allowed: bool,
+    piece: usize,
+) -> (Vec<u8>, Ending) {
     let mut parser = EnvelopeParser::messages(max, compressed_allowed);
     let mut buf = BytesMut::new();
     let mut parsed = Vec::new();
@@ -85,7 +90,12 @@ fn parse_all(input: &[u8], max: usize, compressed_allowed: bool, piece: usize) -
     (parsed, Ending::Finished(parser.finish(&buf)))
 }
 
-fn relay_all(input: &[u8], max: usize, compressed_allowed: bool, piece: usize) -> (Vec<u8>, Ending) {
+fn relay_all(
+    input: &[u8],
+    max: usize,
+    compressed_allowed: bool,
+    piece: usize,
+) -> (Vec<u8>, Ending) {
     let mut relay = EnvelopeRelay::messages(max, compressed_allowed);
     let mut forwarded = Vec::new();
     let mut fed = 0;
@@ -97,7 +107,10 @@ fn relay_all(input: &[u8], max: usize, compressed_allowed: bool, piece: usize) -
             assert!(!piece.is_empty(), "empty piece forwarded");
             forwarded.extend_from_slice(piece);
         }
-        assert!(input.starts_with(&forwarded), "forwarded bytes are not the input");
+        assert!(
+            input.starts_with(&forwarded),
+            "forwarded bytes are not the input"
+        );
         if let Err(error) = result {
             assert!(relay.at_boundary());
             return (forwarded, Ending::Refused(error));
@@ -135,7 +148,10 @@ fn unary_response(input: &[u8], max: usize, compressed_allowed: bool, piece: usi
         }
     }
     let answer = answer.unwrap_or_else(|| unary.trailers(OK_TRAILERS));
-    assert!(matches!(answer.status, 200 | 400 | 401 | 403 | 404 | 409 | 429 | 499 | 500 | 501 | 503 | 504));
+    assert!(matches!(
+        answer.status,
+        200 | 400 | 401 | 403 | 404 | 409 | 429 | 499 | 500 | 501 | 503 | 504
+    ));
     if answer.status == 200 {
         assert!(answer.body.len() <= max, "unary message over the limit");
     }
@@ -151,7 +167,8 @@ fn streaming_response(input: &[u8], max: usize, compressed_allowed: bool, piece:
     for chunk in input.chunks(piece) {
         let mut out = Vec::new();
         let result = streaming.data(Bytes::copy_from_slice(chunk), &mut out);
-        out.iter().for_each(|piece| forwarded.extend_from_slice(piece));
+        out.iter()
+            .for_each(|piece| forwarded.extend_from_slice(piece));
         if let Err(stream_end) = result {
             end = Some(stream_end);
             break;

@@ -74,7 +74,9 @@ fn trailers(code: u8, bytes: &[u8]) {
     let head: [(&[u8], &[u8]); 1] = [(b"content-type", b"application/grpc+json")];
 
     // What the details trailer holds, if anything: the Status's details when it parses.
-    let parsed = parse_status(bytes).ok().filter(|_| details.len() <= DETAILS_BIN_BYTES_MAX);
+    let parsed = parse_status(bytes)
+        .ok()
+        .filter(|_| details.len() <= DETAILS_BIN_BYTES_MAX);
     let expected = parsed.map(|status| status.details).unwrap_or_default();
 
     let mut unary = UnaryResponse::new(&call(CallKind::Unary), 1024);
@@ -82,7 +84,10 @@ fn trailers(code: u8, bytes: &[u8]) {
     let response = unary.trailers(list);
     let error: Value = serde_json::from_slice(&response.body).expect("error body is not JSON");
     let name = error["code"].as_str().expect("code is a string");
-    assert!(code_from_name(name.as_bytes()).is_some(), "{name} is no Connect code");
+    assert!(
+        code_from_name(name.as_bytes()).is_some(),
+        "{name} is no Connect code"
+    );
     assert!(error.get("message").is_none_or(Value::is_string));
     if code == 0 {
         // OK without a message breaks unary cardinality: the proxy's own error, no details.
@@ -100,10 +105,16 @@ fn trailers(code: u8, bytes: &[u8]) {
         panic!("a stream at a boundary must end with an envelope");
     };
     assert_eq!(end[0], 0x02);
-    assert_eq!(u32::from_be_bytes([end[1], end[2], end[3], end[4]]) as usize, end.len() - 5);
+    assert_eq!(
+        u32::from_be_bytes([end[1], end[2], end[3], end[4]]) as usize,
+        end.len() - 5
+    );
     let end: Value = serde_json::from_slice(&end[5..]).expect("end of stream is not JSON");
     let metadata = &end["metadata"]["x-meta"];
-    assert_eq!(metadata[0].as_str(), Some(String::from_utf8_lossy(bytes).as_ref()));
+    assert_eq!(
+        metadata[0].as_str(),
+        Some(String::from_utf8_lossy(bytes).as_ref())
+    );
     if code == 0 {
         assert!(end.get("error").is_none());
     } else {
@@ -113,7 +124,9 @@ fn trailers(code: u8, bytes: &[u8]) {
 
 /// The JSON details are exactly `expected`: type names, and unpadded base64 of the values.
 fn check_details(error: &Value, expected: &[Detail<'_>]) {
-    let details = error.get("details").map(|d| d.as_array().expect("details is an array"));
+    let details = error
+        .get("details")
+        .map(|d| d.as_array().expect("details is an array"));
     let details = details.map(Vec::as_slice).unwrap_or_default();
     assert_eq!(details.len(), expected.len());
     for (json, detail) in details.iter().zip(expected) {
@@ -122,6 +135,9 @@ fn check_details(error: &Value, expected: &[Detail<'_>]) {
         let value = json["value"].as_str().expect("value is a string");
         assert!(!value.contains('='), "detail values are unpadded");
         let padded = format!("{value}{}", "=".repeat((4 - value.len() % 4) % 4));
-        assert_eq!(STANDARD.decode(padded).expect("value is base64"), detail.value);
+        assert_eq!(
+            STANDARD.decode(padded).expect("value is base64"),
+            detail.value
+        );
     }
 }

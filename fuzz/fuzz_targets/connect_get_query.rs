@@ -49,7 +49,10 @@ fn arbitrary_query(query: &[u8], max: usize) {
         let message = request.message();
         assert!(message.len() <= max, "message over the limit");
         let prefix = &request.frame[..5];
-        assert_eq!(u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize, message.len());
+        assert_eq!(
+            u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize,
+            message.len()
+        );
         let compressed = request.compression.is_some() && !message.is_empty();
         assert_eq!(prefix[0], u8::from(compressed));
         match &classified {
