@@ -36,10 +36,11 @@
 //!   form post, which a browser sends cross-origin without a preflight, is never a call.
 //! - **GET.** Envoy passes unary GETs through untranslated; ringway decodes them.
 //! - **Compression.** Envoy frames a unary body with the "uncompressed" flag whatever its
-//!   `content-encoding` says, forces `identity` both ways, and drops the response frame's flag.
-//!   ringway maps `content-encoding` / `accept-encoding` (unary) and `connect-content-encoding` /
-//!   `connect-accept-encoding` (streaming) to `grpc-encoding` / `grpc-accept-encoding`, sets the
-//!   frame flag from them, and answers `content-encoding` from a compressed response frame.
+//!   `content-encoding` says, asks the backend for `identity` responses, and drops the response
+//!   frame's flag. ringway maps `content-encoding` / `accept-encoding` (unary) and
+//!   `connect-content-encoding` / `connect-accept-encoding` (streaming) to `grpc-encoding` /
+//!   `grpc-accept-encoding`, sets the frame flag from them, and answers `content-encoding` from
+//!   a compressed response frame.
 //! - **Error codes and statuses.** Envoy maps codes to HTTP with an older table (`canceled` and
 //!   `deadline_exceeded` → 408, `unimplemented` → 404, `failed_precondition` → 412); ringway uses
 //!   the protocol's current table, as connect-go and connect-es do. Envoy writes `grpc-message`
@@ -51,9 +52,10 @@
 //! - **Cardinality.** Envoy's unary response keeps whatever DATA arrives after dropping the first
 //!   five bytes; ringway requires exactly one response message (`unimplemented` otherwise, the
 //!   gRPC status for a cardinality violation).
-//! - **JSON.** Envoy's hand-written JSON repeats the first metadata entry and value (its loops
-//!   start again at `begin()` after writing it); ringway writes each once, and its tests check
-//!   the bytes.
+//! - **JSON.** ringway writes the JSON by hand and its tests check the bytes. (Envoy's own
+//!   hand-written writer, in the revision read, `01e2618`, writes the first metadata entry and
+//!   value twice and leaves the end-of-stream object unclosed when there is metadata; another
+//!   revision builds it through a protobuf `Struct`.)
 
 pub mod envelope;
 pub mod get;
@@ -302,7 +304,8 @@ const VERSION_REFUSED: ConnectError = ConnectError::new(
 ///   connect-go and connect-es do.
 /// - `GET` with a query naming `connect`, `encoding` or `message` is a Connect unary GET; its
 ///   query is checked here (missing `encoding` or `message`, a bad `connect`, a repeated
-///   parameter refuse it) but the message itself is decoded later, by [`get::parse`].
+///   parameter refuse it) but the message itself is decoded later, when
+///   [`request::translate_request_head`] calls [`get::parse`].
 /// - Media type parameters (`; charset=utf-8`) are ignored; type names are case-insensitive.
 pub fn classify(
     method: &[u8],

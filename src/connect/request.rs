@@ -18,7 +18,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::get::{self, GetRequest};
-use super::{is_token, trim_ows, CallKind, Code, ConnectCall, ConnectError};
+use super::{
+    is_token, strip_prefix_ignore_case, trim_ows, CallKind, Code, ConnectCall, ConnectError,
+};
 
 /// Flag byte (1) and big-endian length (4) in front of every gRPC frame and Connect envelope.
 pub const FRAME_PREFIX_BYTES: usize = 5;
@@ -109,9 +111,7 @@ pub fn is_dropped_request_header(name: &[u8]) -> bool {
         b"grpc-message",
         b"grpc-status-details-bin",
     ];
-    const RESERVED_PREFIX: &[u8] = b"connect-";
-    (name.len() >= RESERVED_PREFIX.len()
-        && name[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX))
+    strip_prefix_ignore_case(name, b"connect-").is_some()
         || DROPPED
             .iter()
             .any(|dropped| dropped.eq_ignore_ascii_case(name))
@@ -148,6 +148,10 @@ struct Seen {
 
 impl Seen {
     fn record(&mut self, kind: CallKind, name: &[u8], value: &[u8]) -> Result<(), ConnectError> {
+        // Every header read here starts with `a` or `c`; most of a browser's head does not.
+        if !matches!(name.first(), Some(b'a' | b'A' | b'c' | b'C')) {
+            return Ok(());
+        }
         let streaming = kind == CallKind::Streaming;
         if name.eq_ignore_ascii_case(b"connect-timeout-ms") {
             if self.timeout.is_some() {
@@ -237,6 +241,8 @@ struct AcceptEncoding {
 
 impl AcceptEncoding {
     fn add(&mut self, list: &[u8]) {
+        // What is kept is never longer than the list: one allocation, not one per coding.
+        self.value.reserve(list.len());
         for element in list.split(|&b| b == b',') {
             let mut parts = element.split(|&b| b == b';').map(trim_ows);
             let coding = parts.next().unwrap_or_default();
