@@ -57,10 +57,10 @@ pub fn parse(query: &[u8], message_bytes_max: usize) -> Result<GetRequest, Conne
         Some(raw) => compression(raw)?,
         None => None,
     };
-    let base64 = match scan.base64 {
-        Some(raw) => decode_short(raw)?.as_slice() == b"1",
-        None => false,
-    };
+    // The protocol says to ignore any `base64` value but `1`, malformed ones included.
+    let base64 = scan
+        .base64
+        .is_some_and(|raw| decode_short(raw).is_ok_and(|value| value.as_slice() == b"1"));
     let raw_message = scan.message.ok_or(MISSING_MESSAGE)?;
     let frame = message_frame(
         raw_message,
@@ -388,6 +388,8 @@ mod tests {
         // `base64` other than `1` is ignored: the message is text.
         assert_eq!(ok(b"encoding=json&base64=0&message=QQ").message(), b"QQ");
         assert_eq!(ok(b"encoding=json&base64=true&message=QQ").message(), b"QQ");
+        assert_eq!(ok(b"encoding=json&base64=%ZZ&message=QQ").message(), b"QQ");
+        assert_eq!(ok(b"encoding=json&base64=%31&message=QQ").message(), b"A");
         // An empty message is a message (the default one).
         assert_eq!(ok(b"encoding=proto&message=").message(), b"");
         assert_eq!(ok(b"encoding=proto&message").message(), b"");
