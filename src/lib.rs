@@ -13,6 +13,7 @@ pub mod admin;
 pub mod call;
 pub mod coarse_timer;
 pub mod config;
+pub mod connect;
 pub mod context;
 pub mod cors;
 pub mod discovery;
