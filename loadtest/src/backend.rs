@@ -46,7 +46,8 @@
 //! | `x-echo-*: v`                             | copied unchanged into the response headers (`-bin` values untouched)      |
 //! | `x-trailer-echo-*: v`                     | copied unchanged, same name, into the trailers                            |
 //! | `x-delay-ms: N`                           | wait N ms before the response headers (overrides [`BackendConfig::latency_ms`]); ClientStream waits after the client's END_STREAM |
-//! | `grpc-timeout: T`                         | the call's deadline, from the arrival of its headers ([`parse_grpc_timeout`]); work still running then (delays, stream intervals, waiting for request messages) ends with `grpc-status: 4` DEADLINE_EXCEEDED, trailers-only if no headers were sent yet, else as trailers, counted in [`BackendStats::deadlines_exceeded`] |
+//! | `grpc-timeout: T`                         | the call's deadline, counted from the arrival of its headers ([`parse_grpc_timeout`]; a malformed value is answered 3). Recorded only (see [`BackendHandle::last_request_headers`]): the work goes on past it, so a proxy's own deadline handling and its cancel are what a test sees |
+//! | `x-enforce-deadline: 1`                   | honour `grpc-timeout` as a gRPC server does: work still running at the deadline (delays, stream intervals, waiting for request messages) ends with `grpc-status: 4` DEADLINE_EXCEEDED, trailers-only if no headers were sent yet, else as trailers; counted in [`BackendStats::deadlines_exceeded`] |
 //! | `x-reply-before-body: 1`                  | the complete reply (headers, messages, trailers with END_STREAM) without reading the request body: `x-response-bytes` (default 0) bytes per message, one message (ServerStream: `x-stream-count`). Then every handle is dropped and h2 (0.4.20) sends `RST_STREAM(NO_ERROR)` after the queued response, as RFC 9113 §8.1 asks of a server that does not want the rest of the request; the client has the whole response, and its further DATA fails |
 //! | `x-reply-before-body: drain`              | the same early reply, then the request body is read and discarded to the client's END_STREAM: the stream closes without any reset |
 //! | `x-http-status: N`                        | non-gRPC reply: `:status N`, `content-type: text/plain`, short body, no `grpc-status` |
@@ -173,9 +174,9 @@ pub struct BackendStats {
     /// Calls the client ended first: `RST_STREAM` received, or the stream/connection gone
     /// before the backend finished.
     pub cancelled_by_client: u64,
-    /// Calls the backend ended with DEADLINE_EXCEEDED because their `grpc-timeout` passed (a
-    /// subset of `calls_finished`). A client usually cancels at its own deadline first, which
-    /// counts as `cancelled_by_client` instead.
+    /// Calls the backend ended with DEADLINE_EXCEEDED because their `grpc-timeout` passed and
+    /// `x-enforce-deadline: 1` asked for it (a subset of `calls_finished`). A client usually
+    /// cancels at its own deadline first, which counts as `cancelled_by_client` instead.
     pub deadlines_exceeded: u64,
     /// gRPC request messages received, every method; streaming methods count each one as
     /// soon as it is complete, so a test can tell a message reached the backend before the
@@ -661,8 +662,9 @@ async fn handle_call(
     guard.outcome = Some(run_call(request, respond, &shared, index).await);
 }
 
-/// Checks the request, plans the call, and runs it within its `grpc-timeout`. The deadline
-/// counts from the arrival of the request headers, as a gRPC server's does.
+/// Checks the request, plans the call, and runs it, within its `grpc-timeout` when asked to
+/// enforce it. The deadline counts from the arrival of the request headers, as a gRPC
+/// server's does.
 async fn run_call(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
@@ -691,10 +693,10 @@ async fn run_call(
     let path = parts.uri.path();
     let plan = CallPlan::from_request(path, &parts.headers, config, index);
     let deadline = match &plan {
-        Ok(plan) => plan
+        Ok(plan) if plan.enforce_deadline => plan
             .timeout
             .and_then(|timeout| arrived.checked_add(timeout)),
-        Err(_) => None,
+        _ => None,
     };
     let mut out = Out {
         respond,
@@ -1340,6 +1342,8 @@ struct CallPlan {
     reply_before_body: Option<EarlyReply>,
     /// `grpc-timeout`.
     timeout: Option<Duration>,
+    /// `x-enforce-deadline: 1`: end the call with DEADLINE_EXCEEDED when `timeout` passes.
+    enforce_deadline: bool,
 }
 
 impl CallPlan {
@@ -1393,6 +1397,11 @@ impl CallPlan {
             echo_headers,
             echo_trailers,
             reply_before_body: reply_before_body_mode(headers)?,
+            enforce_deadline: match headers.get("x-enforce-deadline").map(HeaderValue::as_bytes) {
+                None => false,
+                Some(b"1") => true,
+                Some(_) => return Err("x-enforce-deadline must be 1".into()),
+            },
             timeout: match headers.get("grpc-timeout") {
                 None => None,
                 Some(value) => {
@@ -1848,6 +1857,11 @@ mod tests {
         assert_eq!(parse_grpc_timeout(&[b'1', 0xff]), None);
         let p = plan("/a.B/Unary", &[("grpc-timeout", "150m")]).unwrap();
         assert_eq!(p.timeout, Some(Duration::from_millis(150)));
+        assert!(!p.enforce_deadline, "recorded, not enforced, unless asked");
+        let p = plan("/a.B/Unary", &[("x-enforce-deadline", "1")]).unwrap();
+        assert!(p.enforce_deadline);
+        let error = plan("/a.B/Unary", &[("x-enforce-deadline", "yes")]).unwrap_err();
+        assert!(error.contains("x-enforce-deadline"), "{error}");
         let error = plan("/a.B/Unary", &[("grpc-timeout", "soon")]).unwrap_err();
         assert!(error.contains("grpc-timeout"), "{error}");
     }

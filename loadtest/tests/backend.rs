@@ -9,7 +9,8 @@ use h2::client::SendRequest;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, Method, Request, StatusCode};
 use ringway_load::backend::{
-    frame, pattern_frame, pattern_message, split_frames, Backend, BackendConfig, BackendHandle,
+    frame, parse_grpc_timeout, pattern_frame, pattern_message, split_frames, Backend,
+    BackendConfig, BackendHandle,
 };
 use tokio::net::TcpStream;
 
@@ -894,17 +895,15 @@ fn base64_decode(text: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn grpc_timeout_ends_slow_work_with_deadline_exceeded() {
+async fn enforced_grpc_timeout_ends_slow_work_with_deadline_exceeded() {
     let backend = start();
     let addr = backend.local_addr();
     let (mut client, _driver) = connect(addr).await;
+    let enforce = ("x-enforce-deadline", "1");
 
     // Nothing sent yet when the deadline passes: trailers-only.
-    let slow = grpc_request(
-        addr,
-        "/a.B/Unary",
-        &[("x-delay-ms", "10000"), ("grpc-timeout", "100m")],
-    );
+    let metadata = [("x-delay-ms", "10000"), ("grpc-timeout", "100m"), enforce];
+    let slow = grpc_request(addr, "/a.B/Unary", &metadata);
     let reply = send(&mut client, slow, hello()).await;
     assert!(reply.trailers_only);
     assert_eq!(reply.headers["grpc-status"], "4");
@@ -915,6 +914,7 @@ async fn grpc_timeout_ends_slow_work_with_deadline_exceeded() {
         ("x-stream-count", "5"),
         ("x-stream-interval-ms", "10000"),
         ("grpc-timeout", "200m"),
+        enforce,
     ];
     let request = grpc_request(addr, "/a.B/ServerStream", &metadata);
     let reply = send(&mut client, request, hello()).await;
@@ -923,13 +923,14 @@ async fn grpc_timeout_ends_slow_work_with_deadline_exceeded() {
     assert_eq!(trailer(&reply, "grpc-status"), Some("4"));
 
     // A bidirectional stream whose client never sends.
-    let request = grpc_request(addr, "/a.B/BidiStream", &[("grpc-timeout", "100m")]);
+    let metadata = [("grpc-timeout", "100m"), enforce];
+    let request = grpc_request(addr, "/a.B/BidiStream", &metadata);
     let (response, _stream) = open_call(&client, request).await;
     let (_, trailers, _) = read_all(response.await.unwrap().into_body()).await;
     assert_eq!(trailers.unwrap()["grpc-status"], "4");
 
     // Work within the deadline is untouched; a malformed timeout is refused.
-    let fast = grpc_request(addr, "/a.B/Unary", &[("grpc-timeout", "10S")]);
+    let fast = grpc_request(addr, "/a.B/Unary", &[("grpc-timeout", "10S"), enforce]);
     let reply = send(&mut client, fast, hello()).await;
     assert_eq!(trailer(&reply, "grpc-status"), Some("0"));
     let bad = grpc_request(addr, "/a.B/Unary", &[("grpc-timeout", "10s")]);
@@ -942,4 +943,31 @@ async fn grpc_timeout_ends_slow_work_with_deadline_exceeded() {
     assert_eq!((stats.deadlines_exceeded, stats.calls_finished), (3, 5));
     let seen = backend.last_request_headers().unwrap();
     assert_eq!(seen.get("grpc-timeout"), Some("10s"));
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_only_recorded_unless_enforced() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let metadata = [("x-delay-ms", "10000"), ("grpc-timeout", "50m")];
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/Unary", &metadata)).await;
+    stream.send_data(hello(), true).unwrap();
+    backend.wait_for_stats(WAIT, |s| s.in_flight == 1).await;
+    // Well past the deadline the call is still running: the client (or a proxy) must cancel.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(backend.stats().in_flight, 1);
+    let seen = backend.last_request_headers().unwrap();
+    let timeout = seen.get_bytes("grpc-timeout").and_then(parse_grpc_timeout);
+    assert_eq!(timeout, Some(Duration::from_millis(50)));
+    drop(response);
+    stream.send_reset(Reason::CANCEL);
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.cancelled_by_client == 1)
+        .await;
+    assert_eq!(
+        (stats.cancelled_by_client, stats.deadlines_exceeded),
+        (1, 0)
+    );
 }

@@ -706,7 +706,11 @@ fn http2_native_grpc_error_kinds() {
         ("reset_INTERNAL_ERROR", &[("x-reset", "before-headers")]),
         (
             "grpc_DEADLINE_EXCEEDED",
-            &[("x-delay-ms", "5000"), ("grpc-timeout", "20m")],
+            &[
+                ("x-delay-ms", "5000"),
+                ("grpc-timeout", "20m"),
+                ("x-enforce-deadline", "1"),
+            ],
         ),
     ];
     for (kind, metadata) in cases {
