@@ -13,11 +13,18 @@
 //! # Behaviour per call
 //!
 //! Requests must be `POST` with `content-type: application/grpc…`; anything else is answered
-//! `415` with a text body, as real gRPC servers do. The request body is read completely before
-//! anything is answered (with flow-control capacity released as it arrives, so large uploads
-//! work); a body above [`BackendConfig::request_body_bytes_max`] is answered trailers-only
-//! `grpc-status: 8` (RESOURCE_EXHAUSTED) followed by `RST_STREAM(NO_ERROR)`. A body that is not
-//! a sequence of complete gRPC frames is answered `grpc-status: 13` (INTERNAL).
+//! `415` with a text body, as real gRPC servers do. How the request body is read depends on the
+//! method:
+//! - unary, server streaming, health and unknown methods read the whole body before answering
+//!   (with flow-control capacity released as it arrives, so large uploads work); a body above
+//!   [`BackendConfig::request_body_bytes_max`] is answered trailers-only `grpc-status: 8`
+//!   (RESOURCE_EXHAUSTED) followed by `RST_STREAM(NO_ERROR)`, and a body that is not a sequence
+//!   of complete gRPC frames `grpc-status: 13` (INTERNAL);
+//! - `/ClientStream` and `/BidiStream` take each message as soon as its last byte arrives,
+//!   counting it in [`BackendStats::messages_received`] at once; the same limit applies to the
+//!   sum of a client stream's messages and to each bidirectional message (8, then
+//!   `RST_STREAM(NO_ERROR)`); a stream that ends inside a message gets 13;
+//! - with `x-reply-before-body` the body is not read before the complete reply.
 //!
 //! Every response carries `x-backend: <name>` in its (first) HEADERS frame.
 //!
@@ -25,16 +32,24 @@
 //! |-------------------------------------------|---------------------------------------------------------------------------|
 //! | `:path` = `/grpc.health.v1.Health/Check`  | `HealthCheckResponse{status: SERVING}` (bytes `08 01`), `grpc-status: 0`   |
 //! | `:path` ends `/Unary` (any service)       | echo the request body (same frames), then `grpc-status: 0`                 |
-//! | `:path` ends `/ServerStream`              | `x-stream-count` messages (default 3), each flushed as its own DATA frame |
+//! | `:path` ends `/ServerStream`              | `x-stream-count` messages (default 3), each flushed as its own DATA frame; each is the first request message (or empty) |
+//! | `:path` ends `/ClientStream`              | after the client's END_STREAM: one message, the concatenation of the request messages' payloads in order (an empty message for none), then trailers `grpc-status: 0`, `x-request-messages: N` (messages received) and `x-request-bytes: B` (their payload bytes) |
+//! | `:path` ends `/BidiStream`                | response headers at once (after any delay); each request message echoed as its own DATA frame as soon as it has arrived (so a client can wait for each echo before sending the next); trailers `grpc-status: 0` after the client's END_STREAM |
 //! | any other `:path`                         | trailers-only `grpc-status: 12` (UNIMPLEMENTED)                           |
-//! | `x-response-bytes: N`                     | reply with N-byte messages (pattern `i % 251`) instead of the echo        |
+//! | `x-response-bytes: N`                     | reply with N-byte messages (pattern `i % 251`) instead of the echo (every echo of a BidiStream, the one message of a ClientStream) |
 //! | `x-stream-count: N`                       | ServerStream: number of messages (default 3)                              |
 //! | `x-stream-interval-ms: N`                 | ServerStream: delay between messages (default 0)                          |
-//! | `x-grpc-status: N`, `x-grpc-message: s`   | end with that status/message (message percent-encoded) after the reply    |
-//! | `x-trailers-only: 1`                      | one HEADERS frame: `:status 200`, content-type, `grpc-status` (from `x-grpc-status`, default 0), `grpc-message`, END_STREAM |
+//! | `x-grpc-status: N`, `x-grpc-message: s`   | end with that status/message after the reply; the message may be any UTF-8 (raw bytes in the header), sent percent-encoded as the gRPC spec says (`ü` → `%C3%BC`) |
+//! | `x-grpc-message-bin: b64`                 | the message as base64 of UTF-8 (padded or not), for clients that send only ASCII metadata (grpcio sends `-bin` metadata this way); wins over `x-grpc-message` |
+//! | `x-status-details: REASON`                | also send `grpc-status-details-bin`: unpadded base64 of [`status_details`] (a `google.rpc.Status` with the call's code and message and one `google.rpc.ErrorInfo{reason: REASON, domain: "ringway.test"}` detail) |
+//! | `x-trailers-only: 1`                      | one HEADERS frame: `:status 200`, content-type, `grpc-status` (from `x-grpc-status`, default 0), `grpc-message`, `grpc-status-details-bin`, END_STREAM |
 //! | `x-echo-*: v`                             | copied unchanged into the response headers (`-bin` values untouched)      |
 //! | `x-trailer-echo-*: v`                     | copied unchanged, same name, into the trailers                            |
-//! | `x-delay-ms: N`                           | wait N ms before the response headers (overrides [`BackendConfig::latency_ms`]) |
+//! | `x-delay-ms: N`                           | wait N ms before the response headers (overrides [`BackendConfig::latency_ms`]); ClientStream waits after the client's END_STREAM |
+//! | `grpc-timeout: T`                         | the call's deadline, counted from the arrival of its headers ([`parse_grpc_timeout`]; a malformed value is answered 3). Recorded only (see [`BackendHandle::last_request_headers`]): the work goes on past it, so a proxy's own deadline handling and its cancel are what a test sees |
+//! | `x-enforce-deadline: 1`                   | honour `grpc-timeout` as a gRPC server does: work still running at the deadline (delays, stream intervals, waiting for request messages) ends with `grpc-status: 4` DEADLINE_EXCEEDED, trailers-only if no headers were sent yet, else as trailers; counted in [`BackendStats::deadlines_exceeded`] |
+//! | `x-reply-before-body: 1`                  | the complete reply (headers, messages, trailers with END_STREAM) without reading the request body: `x-response-bytes` (default 0) bytes per message, one message (ServerStream: `x-stream-count`; health and unknown methods reply as usual). Then every handle is dropped and h2 (0.4.20) sends `RST_STREAM(NO_ERROR)` after the queued response, as RFC 9113 §8.1 asks of a server that does not want the rest of the request; the client has the whole response, and its further DATA fails |
+//! | `x-reply-before-body: drain`              | the same early reply, then the request body is read and discarded to the client's END_STREAM: the stream closes without any reset |
 //! | `x-http-status: N`                        | non-gRPC reply: `:status N`, `content-type: text/plain`, short body, no `grpc-status` |
 //! | `x-reset: before-headers`                 | `RST_STREAM` instead of any response                                      |
 //! | `x-reset: after-headers`                  | response headers, then `RST_STREAM`                                       |
@@ -43,11 +58,12 @@
 //!
 //! Precedence, after the delay: `x-http-status`, then `x-reset: before-headers`, then the
 //! configured error rate (trailers-only `grpc-status: 14` UNAVAILABLE), then `x-trailers-only`,
-//! then the method. Unparseable values of these headers are answered trailers-only
-//! `grpc-status: 3` (INVALID_ARGUMENT) with a message naming the header.
+//! then the method. Unparseable values of these headers (and of `grpc-timeout`) are answered
+//! trailers-only `grpc-status: 3` (INVALID_ARGUMENT) with a message naming the header: after
+//! the body for the methods that read it whole, at once for the streaming ones.
 //!
-//! While waiting (delays, stream intervals, flow control) the backend watches for `RST_STREAM`
-//! from the client; a call the client resets or abandons is counted in
+//! While waiting (delays, stream intervals, flow control, request messages) the backend
+//! watches for `RST_STREAM` from the client; a call the client resets or abandons is counted in
 //! [`BackendStats::cancelled_by_client`] instead of [`BackendStats::calls_finished`].
 
 use std::future::poll_fn;
@@ -58,6 +74,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
@@ -156,6 +174,14 @@ pub struct BackendStats {
     /// Calls the client ended first: `RST_STREAM` received, or the stream/connection gone
     /// before the backend finished.
     pub cancelled_by_client: u64,
+    /// Calls the backend ended with DEADLINE_EXCEEDED because their `grpc-timeout` passed and
+    /// `x-enforce-deadline: 1` asked for it (a subset of `calls_finished`). A client usually
+    /// cancels at its own deadline first, which counts as `cancelled_by_client` instead.
+    pub deadlines_exceeded: u64,
+    /// gRPC request messages received, every method; streaming methods count each one as
+    /// soon as it is complete, so a test can tell a message reached the backend before the
+    /// client ended its stream.
+    pub messages_received: u64,
     /// TCP connections accepted since start.
     pub connections_accepted: u64,
     /// TCP connections open right now.
@@ -376,6 +402,8 @@ struct Counters {
     calls_finished: AtomicU64,
     in_flight: AtomicU64,
     cancelled_by_client: AtomicU64,
+    deadlines_exceeded: AtomicU64,
+    messages_received: AtomicU64,
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
 }
@@ -388,6 +416,8 @@ impl Counters {
             calls_finished: get(&self.calls_finished),
             in_flight: get(&self.in_flight),
             cancelled_by_client: get(&self.cancelled_by_client),
+            deadlines_exceeded: get(&self.deadlines_exceeded),
+            messages_received: get(&self.messages_received),
             connections_accepted: get(&self.connections_accepted),
             connections_open: get(&self.connections_open),
         }
@@ -632,24 +662,24 @@ async fn handle_call(
     guard.outcome = Some(run_call(request, respond, &shared, index).await);
 }
 
+/// Checks the request, plans the call, and runs it, within its `grpc-timeout` when asked to
+/// enforce it. The deadline counts from the arrival of the request headers, as a gRPC
+/// server's does.
 async fn run_call(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     shared: &Shared,
     index: u64,
 ) -> Result<(), Cancelled> {
+    let arrived = Instant::now();
     let config = &shared.config;
-    let (parts, mut body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     *lock(&shared.last_request_headers) = Some(RequestHeaders::from_parts(&parts));
 
     if !is_grpc_request(&parts.method, &parts.headers) {
         let text = "invalid gRPC request: expected POST with content-type application/grpc\n";
-        return send_plain(
-            respond,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            text,
-            &config.name,
-        );
+        let status = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return send_plain(&mut respond, status, text, &config.name);
     }
     let response_content_type = parts
         .headers
@@ -660,84 +690,252 @@ async fn run_call(
         name: &config.name,
         content_type: response_content_type,
     };
-
-    let request_body = match read_body(&mut body, config.request_body_bytes_max).await {
-        Ok(request_body) => request_body,
-        Err(BodyError::Cancelled) => return Err(Cancelled),
-        Err(BodyError::TooLarge) => {
-            let message = format!(
-                "request body exceeds {} bytes",
-                config.request_body_bytes_max
-            );
-            let stream = reply.trailers_only(&mut respond, 8, &message, &HeaderMap::new())?;
-            // The client may still be uploading: ask it to stop without error (RFC 9113 8.1).
-            return flush_then_reset(stream, Reason::NO_ERROR).await;
-        }
-    };
-    drop(body);
-
     let path = parts.uri.path();
-    let plan = match CallPlan::from_request(path, &parts.headers, config, index) {
+    let plan = CallPlan::from_request(path, &parts.headers, config, index);
+    let deadline = match &plan {
+        Ok(plan) if plan.enforce_deadline => plan
+            .timeout
+            .and_then(|timeout| arrived.checked_add(timeout)),
+        _ => None,
+    };
+    let mut out = Out {
+        respond,
+        stream: None,
+        ended: false,
+    };
+    let call = serve_call(path, plan, body, &mut out, &reply, shared);
+    let Some(deadline) = deadline else {
+        return call.await;
+    };
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(result) => result,
+        // The call's work outlived its deadline: end it as a gRPC server does, with
+        // DEADLINE_EXCEEDED (trailers-only if nothing was sent yet, else as trailers).
+        Err(_) if out.ended => Ok(()),
+        Err(_) => {
+            shared
+                .counters
+                .deadlines_exceeded
+                .fetch_add(1, Ordering::Relaxed);
+            let status = Status::new(4, "deadline exceeded");
+            out.finish(&reply, &status, HeaderMap::new())
+        }
+    }
+}
+
+/// Routes a call by how it reads its request: not at all before replying (an early reply),
+/// message by message (client and bidirectional streaming), or whole before answering
+/// (every other method).
+async fn serve_call(
+    path: &str,
+    plan: Result<CallPlan, String>,
+    mut body: RecvStream,
+    out: &mut Out,
+    reply: &Reply<'_>,
+    shared: &Shared,
+) -> Result<(), Cancelled> {
+    let plan = match plan {
         Ok(plan) => plan,
         Err(message) => {
-            reply.trailers_only(&mut respond, 3, &message, &HeaderMap::new())?;
-            return Ok(());
+            // A streaming client may wait for a reply before it ends its stream, so streaming
+            // methods are answered at once; the others after their body, as before any call.
+            if !is_streaming_path(path) {
+                let bytes_max = shared.config.request_body_bytes_max;
+                if let Err(BodyError::Cancelled) = read_body(&mut body, bytes_max).await {
+                    return Err(Cancelled);
+                }
+            }
+            return out.trailers_only(reply, &Status::new(3, message), &HeaderMap::new());
         }
     };
+    if plan.reply_before_body.is_some() {
+        return reply_before_body(plan, body, out, reply).await;
+    }
+    match plan.kind {
+        CallKind::ClientStream => client_stream(plan, body, out, reply, shared).await,
+        CallKind::BidiStream => bidi_stream(plan, body, out, reply, shared).await,
+        _ => whole_body(plan, body, out, reply, shared).await,
+    }
+}
+
+/// Unary, server streaming, health and unknown methods: the whole body first, then the reply.
+async fn whole_body(
+    plan: CallPlan,
+    mut body: RecvStream,
+    out: &mut Out,
+    reply: &Reply<'_>,
+    shared: &Shared,
+) -> Result<(), Cancelled> {
+    let bytes_max = shared.config.request_body_bytes_max;
+    let request_body = match read_body(&mut body, bytes_max).await {
+        Ok(request_body) => request_body,
+        Err(BodyError::Cancelled) => return Err(Cancelled),
+        Err(BodyError::TooLarge) => return refuse_too_large(out, reply, bytes_max).await,
+    };
+    drop(body);
     let messages = match split_frames(&request_body) {
         Ok(messages) => messages,
         Err(message) => {
-            reply.trailers_only(&mut respond, 13, &message, &HeaderMap::new())?;
-            return Ok(());
+            return out.trailers_only(reply, &Status::new(13, message), &HeaderMap::new())
         }
     };
-
-    sleep_unless_reset(plan.delay, |cx| respond.poll_reset(cx)).await?;
-    execute(plan, request_body, messages, respond, &reply).await
+    shared
+        .counters
+        .messages_received
+        .fetch_add(messages.len() as u64, Ordering::Relaxed);
+    sleep_unless_reset(plan.delay, |cx| out.respond.poll_reset(cx)).await?;
+    execute(plan, request_body, messages, out, reply).await
 }
 
-/// Carries out a parsed plan once the body has been read and the delay has passed.
+/// `/ClientStream`: takes each request message as it arrives (counted in
+/// [`BackendStats::messages_received`] at once), then answers after the client's END_STREAM.
+async fn client_stream(
+    plan: CallPlan,
+    mut body: RecvStream,
+    out: &mut Out,
+    reply: &Reply<'_>,
+    shared: &Shared,
+) -> Result<(), Cancelled> {
+    let bytes_max = shared.config.request_body_bytes_max;
+    let mut reader = MessageReader::new(bytes_max);
+    let mut messages = Vec::new();
+    let mut total_bytes = 0usize;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|_| Cancelled)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        reader.push(&chunk);
+        loop {
+            let message = match reader.next_message() {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(TooLarge) => return refuse_too_large(out, reply, bytes_max).await,
+            };
+            total_bytes += message.len();
+            if total_bytes > bytes_max {
+                return refuse_too_large(out, reply, bytes_max).await;
+            }
+            shared
+                .counters
+                .messages_received
+                .fetch_add(1, Ordering::Relaxed);
+            messages.push(message);
+        }
+    }
+    if let Err(message) = reader.finish() {
+        return out.trailers_only(reply, &Status::new(13, message), &HeaderMap::new());
+    }
+    drop(body);
+    sleep_unless_reset(plan.delay, |cx| out.respond.poll_reset(cx)).await?;
+    execute(plan, Bytes::new(), messages, out, reply).await
+}
+
+/// `/BidiStream`: the response headers at once (after the delay), then each request message
+/// echoed as its own DATA frame as soon as it is complete, then the trailers after the
+/// client's END_STREAM.
+async fn bidi_stream(
+    plan: CallPlan,
+    mut body: RecvStream,
+    out: &mut Out,
+    reply: &Reply<'_>,
+    shared: &Shared,
+) -> Result<(), Cancelled> {
+    sleep_unless_reset(plan.delay, |cx| out.respond.poll_reset(cx)).await?;
+    if !open(&plan, out, reply).await? {
+        return Ok(());
+    }
+    let bytes_max = shared.config.request_body_bytes_max;
+    let mut reader = MessageReader::new(bytes_max);
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|_| Cancelled)?;
+        reader.push(&chunk);
+        loop {
+            let message = match reader.next_message() {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(TooLarge) => {
+                    let message = format!("request message exceeds {bytes_max} bytes");
+                    out.finish(reply, &Status::new(8, message), HeaderMap::new())?;
+                    return out.flush_then_reset(Reason::NO_ERROR).await;
+                }
+            };
+            shared
+                .counters
+                .messages_received
+                .fetch_add(1, Ordering::Relaxed);
+            let echo = match plan.response_bytes {
+                Some(bytes) => pattern_frame(bytes),
+                None => frame(message),
+            };
+            send_all(out.stream()?, echo).await?;
+        }
+        // Window is given back only once the echoes are sent: a client that does not read its
+        // echoes is held back by flow control instead of growing h2's send buffer here.
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    if let Err(message) = reader.finish() {
+        return out.finish(reply, &Status::new(13, message), HeaderMap::new());
+    }
+    close(&plan, out, reply, HeaderMap::new()).await
+}
+
+/// `x-reply-before-body`: the complete response (headers, messages, trailers with END_STREAM)
+/// without reading the request body. Then either every handle is dropped, and h2 0.4 sends
+/// `RST_STREAM(NO_ERROR)` after the queued response (RFC 9113 §8.1: the client may stop
+/// sending), or (`drain`) the request body is read to its end and the stream closes cleanly.
+async fn reply_before_body(
+    mut plan: CallPlan,
+    mut body: RecvStream,
+    out: &mut Out,
+    reply: &Reply<'_>,
+) -> Result<(), Cancelled> {
+    // No request message to echo: the reply carries pattern messages instead.
+    plan.response_bytes.get_or_insert(0);
+    let drain = plan.reply_before_body == Some(EarlyReply::Drain);
+    sleep_unless_reset(plan.delay, |cx| out.respond.poll_reset(cx)).await?;
+    execute(plan, Bytes::new(), Vec::new(), out, reply).await?;
+    if drain {
+        // The response is complete; whatever the client does with its side now (finish,
+        // reset, vanish) does not change this call's outcome.
+        while let Some(Ok(chunk)) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+    }
+    Ok(())
+}
+
+async fn refuse_too_large(
+    out: &mut Out,
+    reply: &Reply<'_>,
+    bytes_max: usize,
+) -> Result<(), Cancelled> {
+    let status = Status::new(8, format!("request body exceeds {bytes_max} bytes"));
+    out.trailers_only(reply, &status, &HeaderMap::new())?;
+    // The client may still be uploading: ask it to stop without error (RFC 9113 8.1).
+    out.flush_then_reset(Reason::NO_ERROR).await
+}
+
+/// Carries out a parsed plan once the request has been read and the delay has passed:
+/// `request_body` is the whole body (unary echo), `messages` its messages.
 async fn execute(
     plan: CallPlan,
     request_body: Bytes,
     messages: Vec<Bytes>,
-    mut respond: SendResponse<Bytes>,
+    out: &mut Out,
     reply: &Reply<'_>,
 ) -> Result<(), Cancelled> {
-    if let Some(status) = plan.http_status {
-        let text = format!("backend {}: HTTP {}\n", reply.name, status.as_u16());
-        return send_plain(respond, status, &text, reply.name);
-    }
-    if let Some((ResetPoint::BeforeHeaders, reason)) = plan.reset {
-        respond.send_reset(reason);
+    if !open(&plan, out, reply).await? {
         return Ok(());
     }
-    let trailers_only = match &plan.kind {
-        _ if plan.fail_unavailable => Some((14, "backend error rate".to_owned())),
-        _ if plan.trailers_only => Some((plan.grpc_status, plan.grpc_message.clone())),
-        CallKind::Unimplemented => Some((12, "unknown method".to_owned())),
-        _ => None,
-    };
-    if let Some((status, message)) = trailers_only {
-        // One HEADERS frame stands for both headers and trailers: it carries both echoes.
-        let mut echoes = plan.echo_headers.clone();
-        echoes.extend(plan.echo_trailers.clone());
-        reply.trailers_only(&mut respond, status, &message, &echoes)?;
-        return Ok(());
-    }
-
-    let mut stream = reply.headers(&mut respond, &plan.echo_headers)?;
-    if let Some((ResetPoint::AfterHeaders, reason)) = plan.reset {
-        return flush_then_reset(stream, reason).await;
-    }
+    let stream = out.stream()?;
+    let mut extra = HeaderMap::new();
     match plan.kind {
-        CallKind::Health => send_all(&mut stream, Bytes::from_static(HEALTH_SERVING_FRAME)).await?,
+        CallKind::Health => send_all(stream, Bytes::from_static(HEALTH_SERVING_FRAME)).await?,
         CallKind::Unary => {
             let body = match plan.response_bytes {
                 Some(bytes) => pattern_frame(bytes),
                 None => request_body,
             };
-            send_all(&mut stream, body).await?;
+            send_all(stream, body).await?;
         }
         CallKind::ServerStream { count, interval } => {
             let message = match plan.response_bytes {
@@ -748,20 +946,175 @@ async fn execute(
                 if i > 0 {
                     sleep_unless_reset(interval, |cx| stream.poll_reset(cx)).await?;
                 }
-                send_all(&mut stream, message.clone()).await?;
+                send_all(stream, message.clone()).await?;
             }
+        }
+        CallKind::ClientStream | CallKind::BidiStream => {
+            let body = match plan.response_bytes {
+                Some(bytes) => pattern_frame(bytes),
+                None => frame(messages.concat().into()),
+            };
+            send_all(stream, body).await?;
+            let bytes: usize = messages.iter().map(Bytes::len).sum();
+            extra.insert(X_REQUEST_MESSAGES, HeaderValue::from(messages.len()));
+            extra.insert(X_REQUEST_BYTES, HeaderValue::from(bytes));
         }
         CallKind::Unimplemented => {}
     }
-    if let Some((ResetPoint::AfterData, reason)) = plan.reset {
-        return flush_then_reset(stream, reason).await;
+    close(&plan, out, reply, extra).await
+}
+
+/// Sends what comes before any message: one of the plan's early ends (a plain HTTP reply, a
+/// reset before the headers, a trailers-only reply) or the response headers, then the reset
+/// after the headers if asked. Returns whether messages may follow. Precedence: `x-http-status`,
+/// `x-reset: before-headers`, the error rate, `x-trailers-only`, an unknown method.
+async fn open(plan: &CallPlan, out: &mut Out, reply: &Reply<'_>) -> Result<bool, Cancelled> {
+    if let Some(status) = plan.http_status {
+        let text = format!("backend {}: HTTP {}\n", reply.name, status.as_u16());
+        send_plain(&mut out.respond, status, &text, reply.name)?;
+        out.ended = true;
+        return Ok(false);
     }
-    let trailers = grpc_trailers(
-        plan.grpc_status,
-        &plan.grpc_message,
-        plan.echo_trailers.clone(),
-    );
-    stream.send_trailers(trailers).map_err(|_| Cancelled)
+    if let Some((ResetPoint::BeforeHeaders, reason)) = plan.reset {
+        out.respond.send_reset(reason);
+        out.ended = true;
+        return Ok(false);
+    }
+    let trailers_only = match &plan.kind {
+        _ if plan.fail_unavailable => Some(Status::new(14, "backend error rate")),
+        _ if plan.trailers_only => Some(plan.status.clone()),
+        CallKind::Unimplemented => Some(Status::new(12, "unknown method")),
+        _ => None,
+    };
+    if let Some(status) = trailers_only {
+        // One HEADERS frame stands for both headers and trailers: it carries both echoes.
+        let mut echoes = plan.echo_headers.clone();
+        echoes.extend(plan.echo_trailers.clone());
+        out.trailers_only(reply, &status, &echoes)?;
+        return Ok(false);
+    }
+    out.headers(reply, &plan.echo_headers)?;
+    if let Some((ResetPoint::AfterHeaders, reason)) = plan.reset {
+        out.flush_then_reset(reason).await?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Ends a call whose messages were sent: the reset after the data if asked, else the trailers
+/// with the plan's status, the `x-trailer-echo-*` metadata and `extra`.
+async fn close(
+    plan: &CallPlan,
+    out: &mut Out,
+    reply: &Reply<'_>,
+    extra: HeaderMap,
+) -> Result<(), Cancelled> {
+    if let Some((ResetPoint::AfterData, reason)) = plan.reset {
+        return out.flush_then_reset(reason).await;
+    }
+    let mut trailers = plan.echo_trailers.clone();
+    trailers.extend(extra);
+    out.finish(reply, &plan.status, trailers)
+}
+
+/// A gRPC status to end a call with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Status {
+    code: u32,
+    /// Any Unicode; percent-encoded on the wire.
+    message: String,
+    /// `x-status-details`: the `ErrorInfo.reason` of a `grpc-status-details-bin` to send.
+    details_reason: Option<String>,
+}
+
+impl Status {
+    fn new(code: u32, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            message: message.into(),
+            details_reason: None,
+        }
+    }
+}
+
+/// The response side of one call: the `SendResponse`, and the stream once the headers are out.
+/// It lives outside the call's future so that a deadline which cuts that future short can still
+/// end the call in the right form.
+struct Out {
+    respond: SendResponse<Bytes>,
+    stream: Option<SendStream<Bytes>>,
+    /// Whether END_STREAM or a reset has been sent.
+    ended: bool,
+}
+
+impl Out {
+    fn headers(&mut self, reply: &Reply<'_>, echo: &HeaderMap) -> Result<(), Cancelled> {
+        let stream = self
+            .respond
+            .send_response(reply.response(echo), false)
+            .map_err(|_| Cancelled)?;
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    /// The stream of a call whose headers were sent.
+    fn stream(&mut self) -> Result<&mut SendStream<Bytes>, Cancelled> {
+        // `open` sends the headers before any caller asks; without them there is no stream to
+        // write to, which is the same as a stream that is gone.
+        self.stream.as_mut().ok_or(Cancelled)
+    }
+
+    fn trailers_only(
+        &mut self,
+        reply: &Reply<'_>,
+        status: &Status,
+        extra: &HeaderMap,
+    ) -> Result<(), Cancelled> {
+        let mut response = reply.response(extra);
+        response
+            .headers_mut()
+            .extend(grpc_trailers(status, HeaderMap::new()));
+        let stream = self
+            .respond
+            .send_response(response, true)
+            .map_err(|_| Cancelled)?;
+        self.stream = Some(stream);
+        self.ended = true;
+        Ok(())
+    }
+
+    /// Ends the call with `status`: as trailers after the headers, or trailers-only if no
+    /// headers went out yet.
+    fn finish(
+        &mut self,
+        reply: &Reply<'_>,
+        status: &Status,
+        extra: HeaderMap,
+    ) -> Result<(), Cancelled> {
+        let Some(stream) = self.stream.as_mut() else {
+            return self.trailers_only(reply, status, &extra);
+        };
+        self.ended = true;
+        stream
+            .send_trailers(grpc_trailers(status, extra))
+            .map_err(|_| Cancelled)
+    }
+
+    /// Resets after giving queued frames time to reach the socket: h2 discards a stream's
+    /// still-queued frames when it is reset (except for NO_ERROR), which would turn
+    /// "after-data" into "before-headers".
+    async fn flush_then_reset(&mut self, reason: Reason) -> Result<(), Cancelled> {
+        let pause = Duration::from_millis(FLUSH_BEFORE_RESET_MS);
+        self.ended = true;
+        match self.stream.as_mut() {
+            Some(stream) => {
+                sleep_unless_reset(pause, |cx| stream.poll_reset(cx)).await?;
+                stream.send_reset(reason);
+            }
+            None => self.respond.send_reset(reason),
+        }
+        Ok(())
+    }
 }
 
 /// Response pieces shared by every gRPC reply of one call.
@@ -781,39 +1134,19 @@ impl Reply<'_> {
         }
         response
     }
-
-    fn headers(
-        &self,
-        respond: &mut SendResponse<Bytes>,
-        echo: &HeaderMap,
-    ) -> Result<SendStream<Bytes>, Cancelled> {
-        respond
-            .send_response(self.response(echo), false)
-            .map_err(|_| Cancelled)
-    }
-
-    fn trailers_only(
-        &self,
-        respond: &mut SendResponse<Bytes>,
-        status: u32,
-        message: &str,
-        extra: &HeaderMap,
-    ) -> Result<SendStream<Bytes>, Cancelled> {
-        let mut response = self.response(extra);
-        let fields = grpc_trailers(status, message, HeaderMap::new());
-        response.headers_mut().extend(fields);
-        respond.send_response(response, true).map_err(|_| Cancelled)
-    }
 }
 
 const X_BACKEND: HeaderName = HeaderName::from_static("x-backend");
+const X_REQUEST_MESSAGES: HeaderName = HeaderName::from_static("x-request-messages");
+const X_REQUEST_BYTES: HeaderName = HeaderName::from_static("x-request-bytes");
+const GRPC_STATUS_DETAILS_BIN: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 
 fn backend_header(name: &str) -> HeaderValue {
     HeaderValue::from_str(name).unwrap_or_else(|_| HeaderValue::from_static("invalid-name"))
 }
 
 fn send_plain(
-    mut respond: SendResponse<Bytes>,
+    respond: &mut SendResponse<Bytes>,
     status: StatusCode,
     text: &str,
     name: &str,
@@ -846,15 +1179,6 @@ async fn send_all(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(),
         let chunk = data.split_to(capacity.min(data.len()));
         stream.send_data(chunk, false).map_err(|_| Cancelled)?;
     }
-    Ok(())
-}
-
-/// Resets after giving queued frames time to reach the socket: h2 discards a stream's
-/// still-queued frames when it is reset, which would turn "after-data" into "before-headers".
-async fn flush_then_reset(mut stream: SendStream<Bytes>, reason: Reason) -> Result<(), Cancelled> {
-    let pause = Duration::from_millis(FLUSH_BEFORE_RESET_MS);
-    sleep_unless_reset(pause, |cx| stream.poll_reset(cx)).await?;
-    stream.send_reset(reason);
     Ok(())
 }
 
@@ -903,6 +1227,60 @@ async fn read_body(body: &mut RecvStream, bytes_max: usize) -> Result<Bytes, Bod
     Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
+/// A request message announced a length above the limit.
+#[derive(Debug, PartialEq, Eq)]
+struct TooLarge;
+
+/// Cuts gRPC messages out of a request body as its DATA frames arrive, wherever the frames
+/// split them, so the streaming methods can act on each message as soon as it is complete.
+/// Sans-IO: bytes in, messages out.
+struct MessageReader {
+    buffer: BytesMut,
+    message_bytes_max: usize,
+}
+
+impl MessageReader {
+    fn new(message_bytes_max: usize) -> Self {
+        MessageReader {
+            buffer: BytesMut::new(),
+            message_bytes_max,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.buffer.extend_from_slice(chunk);
+    }
+
+    /// The next complete message's payload; `None` until one is complete. A length prefix
+    /// above the limit is an error at once, before its bytes arrive.
+    fn next_message(&mut self) -> Result<Option<Bytes>, TooLarge> {
+        let Some(header) = self.buffer.get(..GRPC_FRAME_HEADER_BYTES) else {
+            return Ok(None);
+        };
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if length > self.message_bytes_max {
+            return Err(TooLarge);
+        }
+        if self.buffer.len() < GRPC_FRAME_HEADER_BYTES + length {
+            return Ok(None);
+        }
+        let mut message = self.buffer.split_to(GRPC_FRAME_HEADER_BYTES + length);
+        Ok(Some(message.split_off(GRPC_FRAME_HEADER_BYTES).freeze()))
+    }
+
+    /// At the end of the stream: an error naming the leftover if a message was cut short.
+    fn finish(&self) -> Result<(), String> {
+        if self.buffer.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "truncated gRPC message: {} bytes left at the end of the stream",
+                self.buffer.len()
+            ))
+        }
+    }
+}
+
 fn is_grpc_request(method: &Method, headers: &HeaderMap) -> bool {
     let grpc_content_type = headers
         .get(CONTENT_TYPE)
@@ -915,6 +1293,11 @@ fn is_grpc_request(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::POST && grpc_content_type
 }
 
+/// Whether `path` names a method that reads its request message by message.
+fn is_streaming_path(path: &str) -> bool {
+    path.ends_with("/ClientStream") || path.ends_with("/BidiStream")
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ResetPoint {
     BeforeHeaders,
@@ -922,11 +1305,22 @@ enum ResetPoint {
     AfterData,
 }
 
+/// `x-reply-before-body`: what happens to the unread request side after the early reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EarlyReply {
+    /// `1`: drop it; h2 sends `RST_STREAM(NO_ERROR)` after the response.
+    Reset,
+    /// `drain`: read it to the client's END_STREAM; no reset.
+    Drain,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum CallKind {
     Health,
     Unary,
     ServerStream { count: u64, interval: Duration },
+    ClientStream,
+    BidiStream,
     Unimplemented,
 }
 
@@ -939,11 +1333,17 @@ struct CallPlan {
     reset: Option<(ResetPoint, Reason)>,
     fail_unavailable: bool,
     trailers_only: bool,
-    grpc_status: u32,
-    grpc_message: String,
+    /// The status the call ends with (`x-grpc-status`, `x-grpc-message[-bin]`,
+    /// `x-status-details`).
+    status: Status,
     response_bytes: Option<usize>,
     echo_headers: HeaderMap,
     echo_trailers: HeaderMap,
+    reply_before_body: Option<EarlyReply>,
+    /// `grpc-timeout`.
+    timeout: Option<Duration>,
+    /// `x-enforce-deadline: 1`: end the call with DEADLINE_EXCEEDED when `timeout` passes.
+    enforce_deadline: bool,
 }
 
 impl CallPlan {
@@ -963,6 +1363,10 @@ impl CallPlan {
                 count: number(headers, "x-stream-count", STREAM_COUNT_MAX)?.unwrap_or(3),
                 interval: millis(headers, "x-stream-interval-ms")?.unwrap_or_default(),
             }
+        } else if path.ends_with("/ClientStream") {
+            CallKind::ClientStream
+        } else if path.ends_with("/BidiStream") {
+            CallKind::BidiStream
         } else {
             CallKind::Unimplemented
         };
@@ -984,13 +1388,28 @@ impl CallPlan {
             http_status,
             reset: reset(headers)?,
             trailers_only: text(headers, "x-trailers-only") == Some("1"),
-            grpc_status: number(headers, "x-grpc-status", 16)?.unwrap_or(0) as u32,
-            grpc_message: text(headers, "x-grpc-message")
-                .unwrap_or_default()
-                .to_owned(),
+            status: Status {
+                code: number(headers, "x-grpc-status", 16)?.unwrap_or(0) as u32,
+                message: grpc_message(headers)?,
+                details_reason: details_reason(headers)?,
+            },
             response_bytes,
             echo_headers,
             echo_trailers,
+            reply_before_body: reply_before_body_mode(headers)?,
+            enforce_deadline: match headers.get("x-enforce-deadline").map(HeaderValue::as_bytes) {
+                None => false,
+                Some(b"1") => true,
+                Some(_) => return Err("x-enforce-deadline must be 1".into()),
+            },
+            timeout: match headers.get("grpc-timeout") {
+                None => None,
+                Some(value) => {
+                    Some(parse_grpc_timeout(value.as_bytes()).ok_or(
+                        "grpc-timeout must be 1 to 8 digits and a unit (H, M, S, m, u, n)",
+                    )?)
+                }
+            },
         })
     }
 }
@@ -1039,6 +1458,73 @@ fn reset(headers: &HeaderMap) -> Result<Option<(ResetPoint, Reason)>, String> {
     Ok(Some((point, Reason::from(code))))
 }
 
+fn reply_before_body_mode(headers: &HeaderMap) -> Result<Option<EarlyReply>, String> {
+    match headers
+        .get("x-reply-before-body")
+        .map(HeaderValue::as_bytes)
+    {
+        None => Ok(None),
+        Some(b"1") => Ok(Some(EarlyReply::Reset)),
+        Some(b"drain") => Ok(Some(EarlyReply::Drain)),
+        Some(_) => Err("x-reply-before-body must be 1 or drain".into()),
+    }
+}
+
+/// The status message asked for: `x-grpc-message-bin` (base64 of UTF-8, padded or not, as
+/// binary metadata is sent by gRPC clients that cannot put non-ASCII in a header), else
+/// `x-grpc-message` taken as raw UTF-8 bytes.
+fn grpc_message(headers: &HeaderMap) -> Result<String, String> {
+    if let Some(value) = headers.get("x-grpc-message-bin") {
+        let bytes = BASE64_ANY_PADDING
+            .decode(value.as_bytes())
+            .map_err(|_| "x-grpc-message-bin must be base64")?;
+        return String::from_utf8(bytes)
+            .map_err(|_| "x-grpc-message-bin must be base64 of UTF-8 text".to_owned());
+    }
+    match headers.get("x-grpc-message") {
+        None => Ok(String::new()),
+        Some(value) => String::from_utf8(value.as_bytes().to_vec())
+            .map_err(|_| "x-grpc-message must be UTF-8".to_owned()),
+    }
+}
+
+fn details_reason(headers: &HeaderMap) -> Result<Option<String>, String> {
+    match headers.get("x-status-details") {
+        None => Ok(None),
+        Some(value) => match value.to_str() {
+            Ok(reason) if !reason.is_empty() => Ok(Some(reason.to_owned())),
+            _ => Err("x-status-details must be a non-empty ASCII reason".into()),
+        },
+    }
+}
+
+/// Base64 as gRPC binary metadata allows it: the standard alphabet, padded or not.
+const BASE64_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Parses a `grpc-timeout` value (gRPC over HTTP/2: 1 to 8 ASCII digits, then `H`ours,
+/// `M`inutes, `S`econds, `m`illiseconds, `u` microseconds or `n`anoseconds).
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // At most 8 digits: the value and every product below fit in a u64.
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 /// Splits the request's `x-echo-*` headers (for the response headers) from its
 /// `x-trailer-echo-*` headers (for the trailers); names and values are kept unchanged.
 fn echo_metadata(headers: &HeaderMap) -> (HeaderMap, HeaderMap) {
@@ -1054,14 +1540,22 @@ fn echo_metadata(headers: &HeaderMap) -> (HeaderMap, HeaderMap) {
     (echo_headers, echo_trailers)
 }
 
-/// `grpc-status`, `grpc-message` (when not empty, percent-encoded) and `extra`.
-fn grpc_trailers(status: u32, message: &str, mut extra: HeaderMap) -> HeaderMap {
+/// `grpc-status`, `grpc-message` (when not empty, percent-encoded), `grpc-status-details-bin`
+/// (when the status asks for details) and `extra`.
+fn grpc_trailers(status: &Status, mut extra: HeaderMap) -> HeaderMap {
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from(status));
-    if !message.is_empty() {
+    trailers.insert("grpc-status", HeaderValue::from(status.code));
+    if !status.message.is_empty() {
         // percent_encode only emits visible ASCII, which is always a valid header value.
-        if let Ok(value) = HeaderValue::from_str(&percent_encode(message)) {
+        if let Ok(value) = HeaderValue::from_str(&percent_encode(&status.message)) {
             trailers.insert("grpc-message", value);
+        }
+    }
+    if let Some(reason) = &status.details_reason {
+        let details = status_details(status.code, &status.message, reason);
+        // Base64 is visible ASCII, always a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&STANDARD_NO_PAD.encode(details)) {
+            trailers.insert(GRPC_STATUS_DETAILS_BIN, value);
         }
     }
     for (name, values) in extra.drain() {
@@ -1070,6 +1564,50 @@ fn grpc_trailers(status: u32, message: &str, mut extra: HeaderMap) -> HeaderMap 
         }
     }
     trailers
+}
+
+/// The `type_url` of the one detail in [`status_details`].
+pub const ERROR_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+/// The `ErrorInfo.domain` of the one detail in [`status_details`].
+pub const ERROR_INFO_DOMAIN: &str = "ringway.test";
+
+/// The serialized `google.rpc.Status { code, message, details: [Any { type_url:
+/// ERROR_INFO_TYPE_URL, value: ErrorInfo { reason, domain: ERROR_INFO_DOMAIN } }] }` that
+/// `x-status-details: reason` sends (base64, unpadded) as `grpc-status-details-bin`. Encoded
+/// by hand in the protobuf wire format, so neither side needs generated code: proto3 leaves
+/// out fields at their default (code 0, empty message).
+pub fn status_details(code: u32, message: &str, reason: &str) -> Vec<u8> {
+    let mut error_info = Vec::new();
+    proto_bytes(&mut error_info, 1, reason.as_bytes());
+    proto_bytes(&mut error_info, 2, ERROR_INFO_DOMAIN.as_bytes());
+    let mut any = Vec::new();
+    proto_bytes(&mut any, 1, ERROR_INFO_TYPE_URL.as_bytes());
+    proto_bytes(&mut any, 2, &error_info);
+    let mut status = Vec::new();
+    if code != 0 {
+        proto_varint(&mut status, 1 << 3); // field 1, wire type 0 (varint)
+        proto_varint(&mut status, code as u64);
+    }
+    if !message.is_empty() {
+        proto_bytes(&mut status, 2, message.as_bytes());
+    }
+    proto_bytes(&mut status, 3, &any);
+    status
+}
+
+/// A length-delimited field (wire type 2): tag, length, bytes.
+fn proto_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    proto_varint(out, field << 3 | 2);
+    proto_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn proto_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// Percent-encodes a grpc-message as the gRPC HTTP/2 spec requires: every byte outside
@@ -1180,6 +1718,8 @@ mod tests {
             ("x-reset", "sometimes"),
             ("x-reset-code", "14"),
             ("x-response-bytes", "99999999999"),
+            ("grpc-timeout", "1x"),
+            ("x-grpc-message-bin", "%%%"),
         ] {
             let error = plan(
                 "/a.B/ServerStream",
@@ -1252,6 +1792,189 @@ mod tests {
         assert!(split_frames(&Bytes::from_static(&[0, 0, 0])).is_err());
         assert!(split_frames(&Bytes::from_static(&[0, 0, 0, 0, 9, 1])).is_err());
         assert!(split_frames(&Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff])).is_err());
+    }
+
+    #[test]
+    fn streaming_kinds_and_their_early_errors() {
+        assert_eq!(
+            plan("/a.B/ClientStream", &[]).unwrap().kind,
+            CallKind::ClientStream
+        );
+        assert_eq!(
+            plan("/a.B/BidiStream", &[]).unwrap().kind,
+            CallKind::BidiStream
+        );
+        assert!(is_streaming_path("/a.B/ClientStream"));
+        assert!(is_streaming_path("/x/BidiStream"));
+        assert!(!is_streaming_path("/a.B/Unary"));
+        assert!(!is_streaming_path("/a.B/BidiStreamX"));
+    }
+
+    #[test]
+    fn reply_before_body_modes() {
+        let mode = |v: &'static str| plan("/a.B/Unary", &[("x-reply-before-body", v)]);
+        assert_eq!(
+            mode("1").unwrap().reply_before_body,
+            Some(EarlyReply::Reset)
+        );
+        assert_eq!(
+            mode("drain").unwrap().reply_before_body,
+            Some(EarlyReply::Drain)
+        );
+        assert!(plan("/a.B/Unary", &[]).unwrap().reply_before_body.is_none());
+        for bad in ["0", "yes", "", "DRAIN"] {
+            let error = mode(bad).expect_err(bad);
+            assert!(error.contains("x-reply-before-body"), "{error}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_units_and_hostile_values() {
+        let t = |v: &str| parse_grpc_timeout(v.as_bytes());
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(t("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(t("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        assert_eq!(t("0m"), Some(Duration::ZERO));
+        for bad in [
+            "",
+            "m",
+            "10",
+            "123456789m",
+            "1.5S",
+            "-1S",
+            "1s",
+            "1 S",
+            " 1S",
+            "1SS",
+            "1\u{e9}",
+        ] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_grpc_timeout(&[b'1', 0xff]), None);
+        let p = plan("/a.B/Unary", &[("grpc-timeout", "150m")]).unwrap();
+        assert_eq!(p.timeout, Some(Duration::from_millis(150)));
+        assert!(!p.enforce_deadline, "recorded, not enforced, unless asked");
+        let p = plan("/a.B/Unary", &[("x-enforce-deadline", "1")]).unwrap();
+        assert!(p.enforce_deadline);
+        let error = plan("/a.B/Unary", &[("x-enforce-deadline", "yes")]).unwrap_err();
+        assert!(error.contains("x-enforce-deadline"), "{error}");
+        let error = plan("/a.B/Unary", &[("grpc-timeout", "soon")]).unwrap_err();
+        assert!(error.contains("grpc-timeout"), "{error}");
+    }
+
+    #[test]
+    fn status_message_from_raw_utf8_or_base64() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-grpc-message",
+            HeaderValue::from_bytes("caf\u{e9} \u{2603}".as_bytes()).unwrap(),
+        );
+        assert_eq!(grpc_message(&h).unwrap(), "caf\u{e9} \u{2603}");
+        // -bin wins, padded or not.
+        for encoded in ["w7xiZXI=", "w7xiZXI"] {
+            h.insert("x-grpc-message-bin", HeaderValue::from_static(encoded));
+            assert_eq!(grpc_message(&h).unwrap(), "\u{fc}ber");
+        }
+        h.insert("x-grpc-message-bin", HeaderValue::from_static("!!!"));
+        assert!(grpc_message(&h).unwrap_err().contains("base64"));
+        h.insert("x-grpc-message-bin", HeaderValue::from_static("/w")); // 0xff
+        assert!(grpc_message(&h).unwrap_err().contains("UTF-8"));
+        let mut h = HeaderMap::new();
+        h.insert("x-grpc-message", HeaderValue::from_bytes(&[0xc3]).unwrap());
+        assert!(grpc_message(&h).unwrap_err().contains("x-grpc-message"));
+        assert_eq!(grpc_message(&HeaderMap::new()).unwrap(), "");
+        let error = plan("/a.B/Unary", &[("x-status-details", "")]).unwrap_err();
+        assert!(error.contains("x-status-details"), "{error}");
+    }
+
+    #[test]
+    fn status_details_are_a_hand_encoded_google_rpc_status() {
+        let error_info = [&[0x0a, 1, b'R', 0x12, 12][..], b"ringway.test"].concat();
+        let any = [
+            &[0x0a, 40][..],
+            b"type.googleapis.com/google.rpc.ErrorInfo",
+            &[0x12, error_info.len() as u8],
+            &error_info,
+        ]
+        .concat();
+        let expected = [
+            &[0x08, 5, 0x12, 2, b'n', b'f', 0x1a, any.len() as u8][..],
+            &any,
+        ]
+        .concat();
+        assert_eq!(status_details(5, "nf", "R"), expected);
+        // proto3 leaves out a zero code and an empty message.
+        assert_eq!(status_details(0, "", "R")[0], 0x1a);
+        let mut varint = Vec::new();
+        proto_varint(&mut varint, 300);
+        assert_eq!(varint, [0xac, 0x02]);
+
+        let status = Status {
+            code: 9,
+            message: "n\u{e4}".into(),
+            details_reason: Some("QUOTA".into()),
+        };
+        let trailers = grpc_trailers(&status, HeaderMap::new());
+        assert_eq!(trailers["grpc-status"], "9");
+        assert_eq!(trailers["grpc-message"], "n%C3%A4");
+        let details = STANDARD_NO_PAD
+            .decode(trailers["grpc-status-details-bin"].as_bytes())
+            .unwrap();
+        assert_eq!(details, status_details(9, "n\u{e4}", "QUOTA"));
+    }
+
+    #[test]
+    fn message_reader_cuts_messages_wherever_frames_split_them() {
+        let body: Bytes = [
+            frame(Bytes::from_static(b"one")),
+            frame(Bytes::new()),
+            frame(pattern_message(300)),
+        ]
+        .concat()
+        .into();
+        for step in [1, 2, 4, 5, 6, 7, 300, body.len()] {
+            let mut reader = MessageReader::new(1000);
+            let mut messages = Vec::new();
+            for piece in body.chunks(step) {
+                reader.push(piece);
+                while let Some(message) = reader.next_message().unwrap() {
+                    messages.push(message);
+                }
+            }
+            assert_eq!(
+                messages,
+                [
+                    Bytes::from_static(b"one"),
+                    Bytes::new(),
+                    pattern_message(300)
+                ],
+                "step {step}"
+            );
+            assert_eq!(reader.finish(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn message_reader_refuses_oversized_and_truncated_messages() {
+        let mut reader = MessageReader::new(10);
+        // The length prefix alone is enough to refuse: no waiting for 4 GiB.
+        reader.push(&[0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(reader.next_message(), Err(TooLarge));
+        let mut reader = MessageReader::new(10);
+        reader.push(&frame(pattern_message(11)));
+        assert_eq!(reader.next_message(), Err(TooLarge));
+        let mut reader = MessageReader::new(10);
+        reader.push(&[0, 0, 0]);
+        assert_eq!(reader.next_message(), Ok(None));
+        assert!(reader.finish().unwrap_err().contains("3 bytes left"));
+        let mut reader = MessageReader::new(10);
+        reader.push(&[0, 0, 0, 0, 4, b'a']);
+        assert_eq!(reader.next_message(), Ok(None));
+        assert!(reader.finish().is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use ringway_load::load::{self, CallKind, IoDriver, LoadConfig, Mode, Snapshot};
+use ringway_load::load::{self, CallKind, IoDriver, LoadConfig, Mode, Protocol, Snapshot};
 
 /// Exit code when `--check-balance` fails (1 is left to errors that stop the run).
 pub const EXIT_IMBALANCED: i32 = 3;
@@ -29,9 +29,21 @@ pub struct RunArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     target: String,
-    /// Keep-alive connections, in total (at most 100000).
+    /// Keep-alive connections, in total (at most 100000); with --http2, each carries --streams
+    /// calls at a time.
     #[arg(long, env = "RINGWAY_LOAD_RUN_CONNECTIONS", default_value_t = 64)]
     connections: usize,
+    /// Speak HTTP/2 with prior knowledge (h2c, no upgrade) instead of HTTP/1.1.
+    #[arg(long, env = "RINGWAY_LOAD_RUN_HTTP2")]
+    http2: bool,
+    /// With --http2: concurrent streams per connection, each a closed loop of calls (e.g. 8
+    /// connections × 8 streams = 64 calls at a time).
+    #[arg(long, env = "RINGWAY_LOAD_RUN_STREAMS", default_value_t = 1)]
+    streams: usize,
+    /// gRPC-Web (HTTP/1.1 or --http2) or native gRPC (application/grpc with HTTP/2 trailers;
+    /// needs --http2).
+    #[arg(long, env = "RINGWAY_LOAD_RUN_PROTOCOL", value_enum, default_value_t = ProtocolArg::GrpcWeb)]
+    protocol: ProtocolArg,
     /// Threads, each with its own io_uring (or epoll) runtime; 0 = the cores this process may
     /// use, but no more than the connections.
     #[arg(long, env = "RINGWAY_LOAD_RUN_THREADS", default_value_t = 0)]
@@ -50,7 +62,7 @@ pub struct RunArgs {
     /// Request message size, in bytes.
     #[arg(long, env = "RINGWAY_LOAD_RUN_PAYLOAD_BYTES", default_value_t = 16)]
     payload_bytes: usize,
-    /// gRPC-Web encoding: binary frames or base64 text.
+    /// gRPC-Web encoding: binary frames or base64 text (native gRPC is binary only).
     #[arg(long, env = "RINGWAY_LOAD_RUN_MODE", value_enum, default_value_t = ModeArg::Binary)]
     mode: ModeArg,
     /// Call kind: unary (exactly one response message) or server-stream (any number).
@@ -93,6 +105,12 @@ enum DriverArg {
     Auto,
     Uring,
     Epoll,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProtocolArg {
+    GrpcWeb,
+    Grpc,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -205,6 +223,12 @@ fn config(args: &RunArgs) -> anyhow::Result<LoadConfig> {
             DriverArg::Uring => IoDriver::Uring,
             DriverArg::Epoll => IoDriver::Epoll,
         },
+        http2: args.http2,
+        streams: args.streams,
+        protocol: match args.protocol {
+            ProtocolArg::GrpcWeb => Protocol::GrpcWeb,
+            ProtocolArg::Grpc => Protocol::Grpc,
+        },
     };
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
@@ -214,7 +238,7 @@ fn config(args: &RunArgs) -> anyhow::Result<LoadConfig> {
 /// authority for the Host header, as written.
 fn resolve_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let Some(rest) = url.strip_prefix("http://") else {
-        bail!("--target {url:?}: only http:// targets are supported (gRPC-Web over HTTP/1.1)");
+        bail!("--target {url:?}: only http:// targets are supported (no TLS yet)");
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {

@@ -9,7 +9,8 @@ use h2::client::SendRequest;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, Method, Request, StatusCode};
 use ringway_load::backend::{
-    frame, pattern_frame, pattern_message, split_frames, Backend, BackendConfig, BackendHandle,
+    frame, parse_grpc_timeout, pattern_frame, pattern_message, split_frames, Backend,
+    BackendConfig, BackendHandle,
 };
 use tokio::net::TcpStream;
 
@@ -585,4 +586,388 @@ async fn max_concurrent_streams_is_advertised() {
     .await;
     assert_eq!(trailer(&reply, "grpc-status"), Some("0"));
     assert_eq!(client.current_max_send_streams(), 2);
+}
+
+// ---- Streaming methods, early replies, rich errors and deadlines ----
+
+/// Opens a call without ending the request stream: the client decides when to send what.
+async fn open_call(
+    client: &SendRequest<Bytes>,
+    request: Request<()>,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let mut ready = client.clone().ready().await.expect("ready");
+    ready.send_request(request, false).expect("send_request")
+}
+
+/// Reads DATA until `bytes` bytes have arrived (or the stream ends); returns them.
+async fn read_exactly(recv: &mut RecvStream, bytes: usize) -> Bytes {
+    let mut out = BytesMut::new();
+    while out.len() < bytes {
+        match recv.data().await {
+            Some(Ok(chunk)) => {
+                let _ = recv.flow_control().release_capacity(chunk.len());
+                out.extend_from_slice(&chunk);
+            }
+            other => panic!(
+                "stream ended after {} of {bytes} bytes: {other:?}",
+                out.len()
+            ),
+        }
+    }
+    out.freeze()
+}
+
+/// Waits for the server's RST_STREAM on the client's side of the stream.
+async fn reset_reason(stream: &mut h2::SendStream<Bytes>) -> Reason {
+    let wait = std::future::poll_fn(|cx| stream.poll_reset(cx));
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("a reset arrives")
+        .expect("poll_reset")
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn client_stream_reads_each_message_before_the_end_of_the_stream() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/ClientStream", &[])).await;
+
+    stream
+        .send_data(frame(Bytes::from_static(b"one")), false)
+        .unwrap();
+    // The backend has the first message while the client still holds its stream open.
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.messages_received == 1)
+        .await;
+    assert_eq!((stats.messages_received, stats.calls_finished), (1, 0));
+    // A message split across DATA frames is still one message.
+    let two = frame(Bytes::from_static(b"two"));
+    stream.send_data(two.slice(..2), false).unwrap();
+    stream.send_data(two.slice(2..), false).unwrap();
+    stream.send_data(frame(Bytes::new()), true).unwrap();
+
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (chunks, trailers, error) = read_all(response.into_body()).await;
+    assert!(error.is_none(), "{error:?}");
+    let body: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+    assert_eq!(body, frame(Bytes::from_static(b"onetwo")));
+    let trailers = trailers.expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-request-messages"], "3");
+    assert_eq!(trailers["x-request-bytes"], "6");
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.calls_finished == 1)
+        .await;
+    assert_eq!((stats.messages_received, stats.calls_finished), (3, 1));
+}
+
+#[tokio::test]
+async fn client_stream_limits_the_sum_of_its_messages() {
+    let backend = start_with(|c| c.request_body_bytes_max = 1000);
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/ClientStream", &[])).await;
+    stream.send_data(pattern_frame(600), false).unwrap();
+    stream.send_data(pattern_frame(600), false).unwrap();
+    let response = response.await.unwrap();
+    assert!(response.body().is_end_stream(), "trailers-only");
+    assert_eq!(response.headers()["grpc-status"], "8");
+    assert_eq!(reset_reason(&mut stream).await, Reason::NO_ERROR);
+}
+
+#[tokio::test]
+async fn bidi_stream_answers_each_message_before_the_next_is_sent() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let metadata = [("x-echo-a", "1"), ("x-trailer-echo-b", "2")];
+    let request = grpc_request(addr, "/a.B/BidiStream", &metadata);
+    let (response, mut stream) = open_call(&client, request).await;
+    // The response headers come before any request message.
+    let response = response.await.unwrap();
+    assert_eq!(response.headers()["x-echo-a"], "1");
+    let mut recv = response.into_body();
+    for round in 0..5u8 {
+        let message = Bytes::from(vec![round; 10 + round as usize]);
+        stream.send_data(frame(message.clone()), false).unwrap();
+        // Ping-pong: the echo arrives while the client still holds its next message back.
+        let echo = read_exactly(&mut recv, 15 + round as usize).await;
+        assert_eq!(echo, frame(message));
+    }
+    stream.send_data(Bytes::new(), true).unwrap();
+    let (chunks, trailers, error) = read_all(recv).await;
+    assert!(chunks.is_empty() && error.is_none(), "{chunks:?} {error:?}");
+    let trailers = trailers.expect("trailers after the client's END_STREAM");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-trailer-echo-b"], "2");
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.calls_finished == 1)
+        .await;
+    assert_eq!(stats.messages_received, 5);
+}
+
+#[tokio::test]
+async fn bidi_stream_sized_echoes_and_errors_after_the_messages() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let metadata = [("x-response-bytes", "3"), ("x-grpc-status", "10")];
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/BidiStream", &metadata)).await;
+    stream
+        .send_data([hello(), hello()].concat().into(), true)
+        .unwrap();
+    let (chunks, trailers, _) = read_all(response.await.unwrap().into_body()).await;
+    let body: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+    assert_eq!(body, [pattern_frame(3), pattern_frame(3)].concat());
+    assert_eq!(trailers.unwrap()["grpc-status"], "10");
+}
+
+#[tokio::test]
+async fn streaming_calls_reset_by_the_client_are_cancellations() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    for (count, path) in [(1, "/a.B/BidiStream"), (2, "/a.B/ClientStream")] {
+        let (_response, mut stream) = open_call(&client, grpc_request(addr, path, &[])).await;
+        stream.send_data(hello(), false).unwrap();
+        backend
+            .wait_for_stats(WAIT, |s| s.messages_received == count)
+            .await;
+        stream.send_reset(Reason::CANCEL);
+        let stats = backend
+            .wait_for_stats(WAIT, |s| s.cancelled_by_client == count)
+            .await;
+        assert_eq!(
+            (stats.cancelled_by_client, stats.in_flight),
+            (count, 0),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reply_before_body_sends_the_whole_response_then_reset_no_error() {
+    let backend = start();
+    let addr = backend.local_addr();
+    // A small client window, so the 1 MiB reply needs flow control while the request is open.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(64 << 10)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let metadata = [
+        ("x-reply-before-body", "1"),
+        ("x-response-bytes", "1048576"),
+        ("x-stream-count", "2"),
+        ("x-trailer-echo-t", "x"),
+    ];
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/ServerStream", &metadata)).await;
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (chunks, trailers, error) = read_all(response.into_body()).await;
+    assert!(error.is_none(), "{error:?}");
+    let body: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+    assert!(body == [pattern_frame(1 << 20), pattern_frame(1 << 20)].concat());
+    let trailers = trailers.expect("trailers with END_STREAM");
+    assert_eq!(
+        (&trailers["grpc-status"], &trailers["x-trailer-echo-t"]),
+        (&"0".parse().unwrap(), &"x".parse().unwrap())
+    );
+    // Then h2 tells the client to stop sending, without error (RFC 9113 section 8.1).
+    assert_eq!(reset_reason(&mut stream).await, Reason::NO_ERROR);
+    assert!(stream.send_data(hello(), true).is_err());
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.calls_finished == 1)
+        .await;
+    assert_eq!((stats.calls_finished, stats.messages_received), (1, 0));
+}
+
+#[tokio::test]
+async fn a_no_error_reset_does_not_discard_a_response_not_yet_read() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let metadata = [("x-reply-before-body", "1"), ("x-response-bytes", "5")];
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/Unary", &metadata)).await;
+    // The reset has arrived before the client reads anything of the response.
+    assert_eq!(reset_reason(&mut stream).await, Reason::NO_ERROR);
+    let (chunks, trailers, error) = read_all(response.await.unwrap().into_body()).await;
+    assert!(error.is_none(), "{error:?}");
+    let body: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+    assert_eq!(body, pattern_frame(5));
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+}
+
+#[tokio::test]
+async fn reply_before_body_drain_reads_the_request_to_its_end() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let metadata = [("x-reply-before-body", "drain"), ("x-response-bytes", "2")];
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/ClientStream", &metadata)).await;
+    let (chunks, trailers, error) = read_all(response.await.unwrap().into_body()).await;
+    assert!(error.is_none(), "{error:?}");
+    let body: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+    assert_eq!(body, pattern_frame(2));
+    let trailers = trailers.unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-request-messages"], "0");
+    // The backend is still reading the request: the call is not over.
+    assert_eq!(backend.stats().in_flight, 1);
+    stream.send_data(hello(), false).unwrap();
+    stream.send_data(hello(), true).unwrap();
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.calls_finished == 1)
+        .await;
+    assert_eq!((stats.calls_finished, stats.in_flight), (1, 0));
+    // The stream closed normally: no RST_STREAM follows the client's END_STREAM.
+    let reset = tokio::time::timeout(
+        Duration::from_millis(200),
+        std::future::poll_fn(|cx| stream.poll_reset(cx)),
+    )
+    .await;
+    assert!(reset.is_err(), "unexpected reset: {reset:?}");
+}
+
+#[tokio::test]
+async fn error_messages_may_be_any_unicode_and_carry_status_details() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (mut client, _driver) = connect(addr).await;
+    let message = "caf\u{e9} \u{2603} 100%";
+    let mut request = grpc_request(
+        addr,
+        "/a.B/Unary",
+        &[("x-grpc-status", "9"), ("x-status-details", "QUOTA_LOW")],
+    );
+    request.headers_mut().insert(
+        "x-grpc-message",
+        http::HeaderValue::from_bytes(message.as_bytes()).unwrap(),
+    );
+    let reply = send(&mut client, request, hello()).await;
+    assert_eq!(reply.body, hello());
+    assert_eq!(trailer(&reply, "grpc-status"), Some("9"));
+    assert_eq!(
+        trailer(&reply, "grpc-message"),
+        Some("caf%C3%A9 %E2%98%83 100%25")
+    );
+    let details = trailer(&reply, "grpc-status-details-bin").unwrap();
+    assert_eq!(
+        base64_decode(details),
+        ringway_load::backend::status_details(9, message, "QUOTA_LOW")
+    );
+
+    // The same through base64 metadata, trailers-only.
+    let metadata = [
+        ("x-trailers-only", "1"),
+        ("x-grpc-status", "5"),
+        ("x-grpc-message-bin", "w7xiZXI"),
+        ("x-status-details", "R"),
+    ];
+    let request = grpc_request(addr, "/a.B/Unary", &metadata);
+    let reply = send(&mut client, request, hello()).await;
+    assert!(reply.trailers_only);
+    assert_eq!(reply.headers["grpc-message"], "%C3%BCber");
+    let details = reply.headers["grpc-status-details-bin"].to_str().unwrap();
+    assert_eq!(
+        base64_decode(details),
+        ringway_load::backend::status_details(5, "\u{fc}ber", "R")
+    );
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(text)
+        .expect("unpadded base64")
+}
+
+#[tokio::test]
+async fn enforced_grpc_timeout_ends_slow_work_with_deadline_exceeded() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (mut client, _driver) = connect(addr).await;
+    let enforce = ("x-enforce-deadline", "1");
+
+    // Nothing sent yet when the deadline passes: trailers-only.
+    let metadata = [("x-delay-ms", "10000"), ("grpc-timeout", "100m"), enforce];
+    let slow = grpc_request(addr, "/a.B/Unary", &metadata);
+    let reply = send(&mut client, slow, hello()).await;
+    assert!(reply.trailers_only);
+    assert_eq!(reply.headers["grpc-status"], "4");
+    assert_eq!(reply.headers["grpc-message"], "deadline exceeded");
+
+    // Mid-stream: the messages sent so far, then the status as trailers.
+    let metadata = [
+        ("x-stream-count", "5"),
+        ("x-stream-interval-ms", "10000"),
+        ("grpc-timeout", "200m"),
+        enforce,
+    ];
+    let request = grpc_request(addr, "/a.B/ServerStream", &metadata);
+    let reply = send(&mut client, request, hello()).await;
+    assert!(!reply.trailers_only);
+    assert_eq!(reply.body, hello());
+    assert_eq!(trailer(&reply, "grpc-status"), Some("4"));
+
+    // A bidirectional stream whose client never sends.
+    let metadata = [("grpc-timeout", "100m"), enforce];
+    let request = grpc_request(addr, "/a.B/BidiStream", &metadata);
+    let (response, _stream) = open_call(&client, request).await;
+    let (_, trailers, _) = read_all(response.await.unwrap().into_body()).await;
+    assert_eq!(trailers.unwrap()["grpc-status"], "4");
+
+    // Work within the deadline is untouched; a malformed timeout is refused.
+    let fast = grpc_request(addr, "/a.B/Unary", &[("grpc-timeout", "10S"), enforce]);
+    let reply = send(&mut client, fast, hello()).await;
+    assert_eq!(trailer(&reply, "grpc-status"), Some("0"));
+    let bad = grpc_request(addr, "/a.B/Unary", &[("grpc-timeout", "10s")]);
+    let reply = send(&mut client, bad, hello()).await;
+    assert_eq!(reply.headers["grpc-status"], "3");
+
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.calls_finished == 5)
+        .await;
+    assert_eq!((stats.deadlines_exceeded, stats.calls_finished), (3, 5));
+    let seen = backend.last_request_headers().unwrap();
+    assert_eq!(seen.get("grpc-timeout"), Some("10s"));
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_only_recorded_unless_enforced() {
+    let backend = start();
+    let addr = backend.local_addr();
+    let (client, _driver) = connect(addr).await;
+    let metadata = [("x-delay-ms", "10000"), ("grpc-timeout", "50m")];
+    let (response, mut stream) =
+        open_call(&client, grpc_request(addr, "/a.B/Unary", &metadata)).await;
+    stream.send_data(hello(), true).unwrap();
+    backend.wait_for_stats(WAIT, |s| s.in_flight == 1).await;
+    // Well past the deadline the call is still running: the client (or a proxy) must cancel.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(backend.stats().in_flight, 1);
+    let seen = backend.last_request_headers().unwrap();
+    let timeout = seen.get_bytes("grpc-timeout").and_then(parse_grpc_timeout);
+    assert_eq!(timeout, Some(Duration::from_millis(50)));
+    drop(response);
+    stream.send_reset(Reason::CANCEL);
+    let stats = backend
+        .wait_for_stats(WAIT, |s| s.cancelled_by_client == 1)
+        .await;
+    assert_eq!(
+        (stats.cancelled_by_client, stats.deadlines_exceeded),
+        (1, 0)
+    );
 }

@@ -1,9 +1,11 @@
 //! The load generator against a real HTTP/1.1 gRPC-Web server on 127.0.0.1: counts, open-loop
-//! rate, per-pod distribution, the balance check's exit code and every error kind.
+//! rate, per-pod distribution, the balance check's exit code and every error kind. Then the
+//! HTTP/2 mode: native gRPC against the project's real h2 test backend (no proxy in between),
+//! and gRPC-Web over HTTP/2 against a tiny h2 responder.
 //!
-//! ringway-load must not depend on ringway, so the server is a tiny responder written here:
-//! std threads, keep-alive, one fixed reply per call naming a pod in `x-backend` and ending in
-//! a trailer frame. A request header `x-misbehave` makes it misbehave on demand.
+//! ringway-load must not depend on ringway, so the HTTP/1.1 server is a tiny responder written
+//! here: std threads, keep-alive, one fixed reply per call naming a pod in `x-backend` and
+//! ending in a trailer frame. A request header `x-misbehave` makes it misbehave on demand.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ringway_load::load::{self, CallKind, IoDriver, LoadConfig, Mode};
+use ringway_load::backend::{Backend, BackendConfig, BackendHandle, BackendStats};
+use ringway_load::load::{self, CallKind, IoDriver, LoadConfig, Mode, Protocol, Report};
 
 /// A running responder; its threads end with the test process.
 struct Responder {
@@ -538,4 +541,476 @@ fn invalid_config_is_refused() {
         let error = load::start(config).err().expect("refused");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     }
+}
+
+#[test]
+fn invalid_http2_settings_are_refused() {
+    let h2 = LoadConfig {
+        http2: true,
+        protocol: Protocol::Grpc,
+        ..LoadConfig::default()
+    };
+    for (config, expected) in [
+        (
+            LoadConfig {
+                streams: 8,
+                ..LoadConfig::default()
+            },
+            "need HTTP/2",
+        ),
+        (
+            LoadConfig {
+                protocol: Protocol::Grpc,
+                ..LoadConfig::default()
+            },
+            "needs HTTP/2",
+        ),
+        (
+            LoadConfig {
+                mode: Mode::Text,
+                ..h2.clone()
+            },
+            "text mode",
+        ),
+        (
+            LoadConfig {
+                streams: 0,
+                ..h2.clone()
+            },
+            "streams",
+        ),
+        (
+            LoadConfig {
+                connections: 100_000,
+                streams: 100,
+                ..h2.clone()
+            },
+            "connections × streams",
+        ),
+    ] {
+        let error = load::start(config).err().expect("refused");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+}
+
+// ---- HTTP/2 ----
+
+fn h2_backend(adjust: impl FnOnce(&mut BackendConfig)) -> BackendHandle {
+    let mut config = BackendConfig::new("127.0.0.1:0".parse().unwrap(), "pod-h2");
+    adjust(&mut config);
+    Backend::start(config).expect("backend starts")
+}
+
+/// Native gRPC over 2 HTTP/2 connections × 8 streams on 2 threads, 500 ms.
+fn h2_config(target: SocketAddr) -> LoadConfig {
+    LoadConfig {
+        target,
+        host_header: target.to_string(),
+        connections: 2,
+        streams: 8,
+        threads: 2,
+        http2: true,
+        protocol: Protocol::Grpc,
+        duration: Some(Duration::from_millis(500)),
+        window: Duration::from_millis(100),
+        ..LoadConfig::default()
+    }
+}
+
+#[test]
+fn http2_multiplexes_every_stream_over_few_connections() {
+    for io_driver in drivers() {
+        http2_multiplexes(io_driver);
+    }
+}
+
+fn http2_multiplexes(io_driver: IoDriver) {
+    // Calls take 100 ms, so the 16 streams are seen at once on the backend.
+    let backend = h2_backend(|c| c.latency_ms = 100);
+    let config = LoadConfig {
+        io_driver,
+        duration: Some(Duration::from_millis(800)),
+        ..h2_config(backend.local_addr())
+    };
+    let handle = load::start(config).unwrap();
+    let mut in_flight_max = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight_max < 16 && Instant::now() < deadline && !handle.is_finished() {
+        in_flight_max = in_flight_max.max(backend.stats().in_flight);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let report = handle.join();
+    assert_eq!(in_flight_max, 16, "2 connections × 8 streams at once");
+    assert_eq!(report.errors, 0, "{}", report.table());
+    assert!(report.calls_ok >= 16, "{}", report.table());
+    assert_eq!(
+        report.connects, 2,
+        "one connection per --connections, shared by its streams"
+    );
+    let stats = backend.stats();
+    assert_eq!(stats.connections_accepted, 2);
+    assert_eq!(stats.calls_finished, report.calls_ok);
+    assert_eq!(report.per_pod["pod-h2"], report.calls_ok);
+    let seen = backend.last_request_headers().unwrap();
+    assert_eq!(seen.get("content-type"), Some("application/grpc"));
+    assert_eq!(seen.get("te"), Some("trailers"));
+    assert_eq!(
+        seen.get(":authority"),
+        Some(report.config.host_header.as_str())
+    );
+    assert!(report.table().contains("gRPC over HTTP/2"));
+    assert!(report.table().contains("2 connections × 8 streams"));
+}
+
+/// A short native gRPC run against the backend with `metadata` on every call.
+fn h2_run(backend: &BackendHandle, adjust: impl FnOnce(LoadConfig) -> LoadConfig) -> Report {
+    let config = LoadConfig {
+        duration: Some(Duration::from_millis(300)),
+        threads: 1,
+        ..h2_config(backend.local_addr())
+    };
+    load::start(adjust(config)).unwrap().join()
+}
+
+fn only_h2(kind: &str, report: &Report) {
+    let errors: Vec<_> = report.errors_by_kind.iter().collect();
+    assert_eq!(report.calls_ok, 0, "{kind}: {errors:?}");
+    assert_eq!(errors.len(), 1, "{kind}: {errors:?}");
+    assert_eq!(errors[0].0, kind);
+    assert!(*errors[0].1 > 0);
+}
+
+fn with_metadata(pairs: &[(&str, &str)]) -> impl FnOnce(LoadConfig) -> LoadConfig {
+    let metadata = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |c| LoadConfig { metadata, ..c }
+}
+
+#[test]
+fn http2_native_grpc_error_kinds() {
+    let backend = h2_backend(|_| {});
+    let cases: [(&str, &[(&str, &str)]); 6] = [
+        ("grpc_UNAVAILABLE", &[("x-grpc-status", "14")]),
+        (
+            "grpc_NOT_FOUND",
+            &[("x-trailers-only", "1"), ("x-grpc-status", "5")],
+        ),
+        ("http_503", &[("x-http-status", "503")]),
+        (
+            "reset_CANCEL",
+            &[("x-reset", "after-headers"), ("x-reset-code", "8")],
+        ),
+        ("reset_INTERNAL_ERROR", &[("x-reset", "before-headers")]),
+        (
+            "grpc_DEADLINE_EXCEEDED",
+            &[
+                ("x-delay-ms", "5000"),
+                ("grpc-timeout", "20m"),
+                ("x-enforce-deadline", "1"),
+            ],
+        ),
+    ];
+    for (kind, metadata) in cases {
+        only_h2(kind, &h2_run(&backend, with_metadata(metadata)));
+    }
+    // Trailers-only OK has no message: not a unary reply.
+    let report = h2_run(&backend, with_metadata(&[("x-trailers-only", "1")]));
+    only_h2("malformed", &report);
+    // Three messages on a unary call.
+    let report = h2_run(&backend, |c| LoadConfig {
+        method: "/ringway.test.Echo/ServerStream".into(),
+        ..c
+    });
+    only_h2("malformed", &report);
+    // A refused stream is sent once more on a new connection, then counted as refused.
+    let report = h2_run(
+        &backend,
+        with_metadata(&[("x-reset", "before-headers"), ("x-reset-code", "7")]),
+    );
+    only_h2("reset_REFUSED_STREAM", &report);
+    assert!(
+        report.connects > 2,
+        "retries reconnect: {}",
+        report.connects
+    );
+    // The connections stay up through every error above.
+    let report = h2_run(&backend, |c| c);
+    assert!(
+        report.calls_ok > 0 && report.errors == 0,
+        "{}",
+        report.table()
+    );
+}
+
+#[test]
+fn http2_call_timeout_resets_the_stream_and_keeps_the_connection() {
+    let backend = h2_backend(|_| {});
+    let report = h2_run(&backend, |c| LoadConfig {
+        call_timeout: Duration::from_millis(100),
+        metadata: vec![("x-delay-ms".into(), "10000".into())],
+        ..c
+    });
+    assert_eq!(report.calls_ok, 0);
+    assert!(
+        report.errors_by_kind["timeout"] >= 16,
+        "{:?}",
+        report.errors_by_kind
+    );
+    assert!(
+        report
+            .errors_by_kind
+            .keys()
+            .all(|k| k == "timeout" || k == "unfinished"),
+        "{:?}",
+        report.errors_by_kind
+    );
+    assert_eq!(
+        report.connects, 2,
+        "a timed-out stream does not cost its connection"
+    );
+    // Each timed-out call reached the backend as a cancellation (RST_STREAM), the last ones
+    // too: the run's end writes them before it closes the connections.
+    let timeouts = report.errors_by_kind["timeout"];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let closed = |s: BackendStats| s.connections_open == 0 && s.in_flight == 0;
+    while !closed(backend.stats()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = backend.stats();
+    assert!(closed(stats), "{stats:?}");
+    assert_eq!(stats.cancelled_by_client, stats.calls_started, "{stats:?}");
+    assert!(stats.cancelled_by_client >= timeouts, "{stats:?}");
+}
+
+#[test]
+fn http2_server_streams_and_large_payloads() {
+    let backend = h2_backend(|_| {});
+    let report = h2_run(&backend, |c| LoadConfig {
+        call: CallKind::ServerStream,
+        method: "/ringway.test.Echo/ServerStream".into(),
+        metadata: vec![("x-stream-count".into(), "5".into())],
+        ..c
+    });
+    assert!(
+        report.calls_ok > 0 && report.errors == 0,
+        "{}",
+        report.table()
+    );
+    let report = h2_run(&backend, |c| LoadConfig {
+        payload_bytes: 1 << 20,
+        streams: 2,
+        ..c
+    });
+    assert!(
+        report.calls_ok > 0 && report.errors == 0,
+        "{}",
+        report.table()
+    );
+}
+
+#[test]
+fn http2_open_loop_achieves_the_target_rate() {
+    let backend = h2_backend(|_| {});
+    let config = LoadConfig {
+        rate: Some(400.0),
+        duration: Some(Duration::from_secs(2)),
+        window: Duration::from_millis(500),
+        ..h2_config(backend.local_addr())
+    };
+    let report = load::start(config).unwrap().join();
+    assert_eq!(report.errors, 0, "{}", report.table());
+    // 800 calls are due in 2 s, spread over the 16 streams.
+    assert!((790..=800).contains(&report.calls_ok), "{}", report.table());
+    assert_eq!(report.connects, 2);
+}
+
+#[test]
+fn http2_goaway_costs_no_call() {
+    let backend = h2_backend(|c| c.latency_ms = 5);
+    let config = LoadConfig {
+        duration: Some(Duration::from_millis(1500)),
+        ..h2_config(backend.local_addr())
+    };
+    let handle = load::start(config).unwrap();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(400));
+        backend.goaway();
+    }
+    let report = handle.join();
+    assert_eq!(report.errors, 0, "{}", report.table());
+    assert!(
+        report.connects > 2,
+        "reconnected after GOAWAY: {}",
+        report.table()
+    );
+    assert_eq!(backend.stats().connections_accepted, report.connects);
+    assert_eq!(backend.stats().calls_finished, report.calls_ok);
+}
+
+#[test]
+fn http2_dead_target_counts_connect_errors_and_ends() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let started = Instant::now();
+    let report = load::start(LoadConfig {
+        duration: Some(Duration::from_millis(300)),
+        ..h2_config(addr)
+    })
+    .unwrap()
+    .join();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(report.calls_ok, 0);
+    assert_eq!(
+        report.errors_by_kind.keys().collect::<Vec<_>>(),
+        ["connect"]
+    );
+    assert_eq!(report.requests_per_s, 0.0, "no request was sent");
+}
+
+#[test]
+fn http2_cli_flags_reach_the_report() {
+    let backend = h2_backend(|_| {});
+    let dir = std::env::temp_dir().join(format!("ringway-load-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringway-load"))
+        .args([
+            "run",
+            "--target",
+            &format!("http://{}", backend.local_addr()),
+        ])
+        .args(["--http2", "--streams", "4", "--protocol", "grpc"])
+        .args([
+            "--connections",
+            "2",
+            "--threads",
+            "1",
+            "--duration",
+            "300ms",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["config"]["http2"], true);
+    assert_eq!(report["config"]["streams"], 4);
+    assert_eq!(report["config"]["protocol"], "grpc");
+    assert_eq!(report["errors"], 0, "{stdout}");
+    assert!(report["calls_ok"].as_u64().unwrap() > 0);
+    assert_eq!(report["connects"], 2);
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ringway-load"))
+        .args([
+            "run",
+            "--target",
+            &format!("http://{}", backend.local_addr()),
+        ])
+        .args(["--protocol", "grpc"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs HTTP/2"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A gRPC-Web server over HTTP/2 (h2c): what a proxy with an HTTP/2 downstream answers. Each
+/// call gets one message and a trailer frame naming pod `pod-web` (base64 in text mode);
+/// `x-misbehave: unavailable` makes it a trailers-only UNAVAILABLE.
+struct WebResponder {
+    addr: SocketAddr,
+}
+
+impl WebResponder {
+    fn start() -> WebResponder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(web_connection(socket));
+                }
+            });
+        });
+        WebResponder { addr }
+    }
+}
+
+async fn web_connection(socket: tokio::net::TcpStream) {
+    let Ok(mut connection) = h2::server::handshake(socket).await else {
+        return;
+    };
+    while let Some(Ok((request, mut respond))) = connection.accept().await {
+        tokio::spawn(async move {
+            let (parts, mut body) = request.into_parts();
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let content_type = parts.headers["content-type"].clone();
+            let text = content_type
+                .as_bytes()
+                .starts_with(b"application/grpc-web-text");
+            let mut response = http::Response::new(());
+            response.headers_mut().insert("content-type", content_type);
+            response
+                .headers_mut()
+                .insert("x-backend", http::HeaderValue::from_static("pod-web"));
+            if parts.headers.get("x-misbehave").is_some() {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("14"));
+                let _ = respond.send_response(response, true);
+                return;
+            }
+            let body = [
+                frame(0, b"0123456789abcdef"),
+                frame(0x80, b"grpc-status:0\r\n"),
+            ]
+            .concat();
+            let body = if text {
+                STANDARD.encode(&body).into_bytes()
+            } else {
+                body
+            };
+            if let Ok(mut stream) = respond.send_response(response, false) {
+                let _ = stream.send_data(body.into(), true);
+            }
+        });
+    }
+}
+
+#[test]
+fn http2_grpc_web_binary_and_text() {
+    let responder = WebResponder::start();
+    for mode in [Mode::Binary, Mode::Text] {
+        let config = LoadConfig {
+            protocol: Protocol::GrpcWeb,
+            mode,
+            duration: Some(Duration::from_millis(300)),
+            ..h2_config(responder.addr)
+        };
+        let report = load::start(config).unwrap().join();
+        assert!(report.calls_ok > 0, "{mode:?}: {}", report.table());
+        assert_eq!(report.errors, 0, "{mode:?}: {}", report.table());
+        assert_eq!(report.per_pod["pod-web"], report.calls_ok);
+        assert_eq!(report.connects, 2);
+    }
+    let config = LoadConfig {
+        protocol: Protocol::GrpcWeb,
+        duration: Some(Duration::from_millis(300)),
+        metadata: vec![("x-misbehave".into(), "1".into())],
+        ..h2_config(responder.addr)
+    };
+    only_h2("grpc_UNAVAILABLE", &load::start(config).unwrap().join());
 }

@@ -1,4 +1,5 @@
-//! The load generator: gRPC-Web calls over HTTP/1.1 keep-alive connections, thread per core on
+//! The load generator: gRPC-Web calls over HTTP/1.1 keep-alive connections, or gRPC-Web or
+//! native gRPC calls over HTTP/2 connections carrying many streams each; thread per core on
 //! monoio, closed loop or open loop at a fixed rate, with per-pod distribution over time.
 //!
 //! [`start`] runs the load on its own threads and returns a [`LoadHandle`] at once; the caller
@@ -6,9 +7,11 @@
 //! [`Report`]. The `ringway-load run` command and the scale scenario are both thin callers.
 //!
 //! The data path is four files: this one (configuration and the handle), `worker.rs` (each
-//! thread's runtime and connection loop, the only IO), `wire.rs` (request bytes and strict
-//! response parsing, sans-IO) and `stats.rs` (counters, windows, histogram). `report.rs` turns
-//! the numbers into a table, JSON and an SVG chart.
+//! thread's runtime and call loops, and the HTTP/1.1 IO), `wire.rs` (request bytes and strict
+//! response parsing, sans-IO) and `stats.rs` (counters, windows, histogram). The HTTP/2 mode
+//! adds `h2.rs` (its IO: shared connections driven by the h2 crate) and `wire_h2.rs` (its
+//! request head and response judgement, sans-IO). `report.rs` turns the numbers into a table,
+//! JSON and an SVG chart.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,18 +23,25 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+mod h2;
 mod report;
 pub mod stats;
 pub mod wire;
+pub mod wire_h2;
 mod worker;
 
 pub use stats::imbalance;
 pub use wire::{CallKind, ErrorKind, Mode};
+pub use wire_h2::Protocol;
 
 /// Most connections a run may open.
 pub const CONNECTIONS_MAX: usize = 100_000;
 /// Most worker threads.
 pub const THREADS_MAX: usize = 1024;
+/// Most concurrent streams per HTTP/2 connection (`--streams`).
+pub const STREAMS_MAX: usize = 10_000;
+/// Most concurrent calls in total (connections × streams): each is a task with its buffers.
+pub const CONCURRENT_CALLS_MAX: usize = 1_000_000;
 /// How long in-flight calls may still finish after the run's end or [`LoadHandle::stop`].
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Shortest window; shorter ones would make the per-window table mostly noise.
@@ -68,6 +78,13 @@ pub struct LoadConfig {
     pub call_timeout: Duration,
     /// Which io driver the threads' monoio runtimes use.
     pub io_driver: IoDriver,
+    /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1 keep-alive.
+    pub http2: bool,
+    /// HTTP/2: concurrent streams per connection, each a closed loop of calls (or its share of
+    /// the open-loop rate); 1 with HTTP/1.1.
+    pub streams: usize,
+    /// gRPC-Web or native gRPC; native gRPC needs HTTP/2.
+    pub protocol: Protocol,
 }
 
 /// The io driver of the load threads: io_uring where the kernel allows it, else epoll; or
@@ -99,6 +116,9 @@ impl Default for LoadConfig {
             window: Duration::from_secs(1),
             call_timeout: Duration::from_secs(10),
             io_driver: IoDriver::Auto,
+            http2: false,
+            streams: 1,
+            protocol: Protocol::GrpcWeb,
         }
     }
 }
@@ -141,7 +161,43 @@ impl LoadConfig {
         for (name, value) in &self.metadata {
             wire::check_metadata(name, value)?;
         }
-        Ok(())
+        self.validate_http2()
+    }
+
+    fn validate_http2(&self) -> Result<(), String> {
+        if !self.http2 {
+            if self.streams != 1 {
+                return Err("streams (concurrent calls per connection) need HTTP/2".into());
+            }
+            if self.protocol == Protocol::Grpc {
+                return Err("native gRPC needs HTTP/2".into());
+            }
+            return Ok(());
+        }
+        if self.streams == 0 || self.streams > STREAMS_MAX {
+            return Err(format!("streams must be 1..={STREAMS_MAX}"));
+        }
+        if self.connections.saturating_mul(self.streams) > CONCURRENT_CALLS_MAX {
+            return Err(format!(
+                "connections × streams must be at most {CONCURRENT_CALLS_MAX}"
+            ));
+        }
+        if self.protocol == Protocol::Grpc && self.mode == Mode::Text {
+            return Err("native gRPC has no text mode (that is gRPC-Web's)".into());
+        }
+        wire_h2::RequestHead::new(
+            &self.method,
+            &self.host_header,
+            self.protocol,
+            self.mode,
+            &self.metadata,
+        )
+        .map(|_| ())
+    }
+
+    /// Concurrent calls: one per connection over HTTP/1.1, `streams` per connection over HTTP/2.
+    pub fn concurrent_calls(&self) -> usize {
+        self.connections * self.streams
     }
 }
 
@@ -183,6 +239,9 @@ pub struct ConfigSummary {
     pub window_s: f64,
     pub call_timeout_s: f64,
     pub io_driver: IoDriver,
+    pub http2: bool,
+    pub streams: usize,
+    pub protocol: Protocol,
 }
 
 /// Latency percentiles of successful calls, in microseconds.
@@ -212,7 +271,8 @@ pub struct Report {
     pub target_rate: Option<f64>,
     /// Calls sent per second.
     pub achieved_rate: f64,
-    /// TCP connections made, the first one of each connection included.
+    /// TCP connections made, the first one of each connection included (with HTTP/2, each
+    /// carries `streams` calls at a time).
     pub connects: u64,
     pub latency_us: Percentiles,
     pub per_pod: BTreeMap<String, u64>,

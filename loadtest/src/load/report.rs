@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use serde::Serializer;
 
 use super::stats::{self, Tally};
-use super::{imbalance, CallKind, ConfigSummary, LoadConfig, Mode, Percentiles, Report};
+use super::{imbalance, CallKind, ConfigSummary, LoadConfig, Mode, Percentiles, Protocol, Report};
 
 /// Serializes a duration as seconds (a float), the unit the JSON fields' names carry.
 pub(crate) fn secs<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -62,6 +62,9 @@ pub(crate) fn build(
             window_s: config.window.as_secs_f64(),
             call_timeout_s: config.call_timeout.as_secs_f64(),
             io_driver: config.io_driver,
+            http2: config.http2,
+            streams: config.streams,
+            protocol: config.protocol,
         },
         duration,
         calls_ok: tally.calls_ok,
@@ -118,11 +121,23 @@ impl Report {
             "ringway-load: POST {} to {} (host {})",
             c.method, c.target, c.host_header
         );
+        let (protocol, connections) = match (c.http2, c.protocol) {
+            (false, _) => (
+                "gRPC-Web over HTTP/1.1",
+                format!("{} connections", c.connections),
+            ),
+            (true, protocol) => (
+                match protocol {
+                    Protocol::GrpcWeb => "gRPC-Web over HTTP/2",
+                    Protocol::Grpc => "gRPC over HTTP/2",
+                },
+                format!("{} connections × {} streams", c.connections, c.streams),
+            ),
+        };
         let _ = writeln!(
             out,
-            "  {call}, {mode}, {} B payload, {} connections on {} thread{}, {load}, {:.2} s",
+            "  {protocol}, {call}, {mode}, {} B payload, {connections} on {} thread{}, {load}, {:.2} s",
             c.payload_bytes,
-            c.connections,
             c.threads,
             if c.threads == 1 { "" } else { "s" },
             self.duration.as_secs_f64()

@@ -50,6 +50,9 @@ pub enum ErrorKind {
     Io,
     /// The call did not finish within the call timeout.
     Timeout,
+    /// HTTP/2 only: the server reset the call's stream (RST_STREAM with this error code)
+    /// before the response was complete.
+    StreamReset(u32),
     /// A complete HTTP response with a status other than 200.
     HttpStatus(u16),
     /// A gRPC status other than OK.
@@ -71,6 +74,10 @@ impl ErrorKind {
             ErrorKind::Connect => "connect".into(),
             ErrorKind::Io => "io".into(),
             ErrorKind::Timeout => "timeout".into(),
+            ErrorKind::StreamReset(code) => match h2_error_code_name(*code) {
+                Some(name) => format!("reset_{name}"),
+                None => format!("reset_{code}"),
+            },
             ErrorKind::HttpStatus(status) => format!("http_{status}"),
             ErrorKind::Grpc(code) => match grpc_code_name(*code) {
                 Some(name) => format!("grpc_{name}"),
@@ -114,6 +121,27 @@ pub fn grpc_code_name(code: u32) -> Option<&'static str> {
     NAMES.get(code as usize).copied()
 }
 
+/// The name of an HTTP/2 error code (RFC 9113 section 7), as RST_STREAM carries it.
+pub fn h2_error_code_name(code: u32) -> Option<&'static str> {
+    const NAMES: [&str; 14] = [
+        "NO_ERROR",
+        "PROTOCOL_ERROR",
+        "INTERNAL_ERROR",
+        "FLOW_CONTROL_ERROR",
+        "SETTINGS_TIMEOUT",
+        "STREAM_CLOSED",
+        "FRAME_SIZE_ERROR",
+        "REFUSED_STREAM",
+        "CANCEL",
+        "COMPRESSION_ERROR",
+        "CONNECT_ERROR",
+        "ENHANCE_YOUR_CALM",
+        "INADEQUATE_SECURITY",
+        "HTTP_1_1_REQUIRED",
+    ];
+    NAMES.get(code as usize).copied()
+}
+
 /// Checks a metadata header before it goes into every request: a token name (and not one the
 /// generator sets itself) and a value without control characters, so a flag cannot smuggle a
 /// second header or request.
@@ -142,9 +170,25 @@ pub fn check_metadata(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Encodes one complete request: `POST method`, keep-alive, a body of one uncompressed gRPC
-/// frame holding `payload_bytes` bytes (pattern `i % 251`, as the test backend uses), base64
-/// in text mode. Built once per run; every call sends the same bytes.
+/// The request body of every call: one uncompressed gRPC frame holding `payload_bytes` bytes
+/// (pattern `i % 251`, as the test backend uses), base64 in text mode; and its gRPC-Web content
+/// type.
+pub fn encode_body(mode: Mode, payload_bytes: usize) -> (&'static str, Vec<u8>) {
+    let mut frame = Vec::with_capacity(5 + payload_bytes);
+    frame.push(0);
+    frame.extend_from_slice(&(payload_bytes as u32).to_be_bytes());
+    frame.extend((0..payload_bytes).map(|i| (i % 251) as u8));
+    match mode {
+        Mode::Binary => ("application/grpc-web+proto", frame),
+        Mode::Text => (
+            "application/grpc-web-text+proto",
+            STANDARD.encode(&frame).into_bytes(),
+        ),
+    }
+}
+
+/// Encodes one complete request: `POST method`, keep-alive, the body of [`encode_body`]. Built
+/// once per run; every call sends the same bytes.
 pub fn encode_request(
     method: &str,
     host: &str,
@@ -152,17 +196,7 @@ pub fn encode_request(
     payload_bytes: usize,
     metadata: &[(String, String)],
 ) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(5 + payload_bytes);
-    frame.push(0);
-    frame.extend_from_slice(&(payload_bytes as u32).to_be_bytes());
-    frame.extend((0..payload_bytes).map(|i| (i % 251) as u8));
-    let (content_type, body) = match mode {
-        Mode::Binary => ("application/grpc-web+proto", frame),
-        Mode::Text => (
-            "application/grpc-web-text+proto",
-            STANDARD.encode(&frame).into_bytes(),
-        ),
-    };
+    let (content_type, body) = encode_body(mode, payload_bytes);
     let mut request = format!(
         "POST {method} HTTP/1.1\r\nhost: {host}\r\ncontent-type: {content_type}\r\n\
          accept: {content_type}\r\nx-grpc-web: 1\r\nx-user-agent: ringway-load\r\n\
@@ -591,34 +625,63 @@ pub fn judge<'a>(
     backend_header: &str,
     scratch: &'a mut Vec<u8>,
 ) -> Verdict<'a> {
-    let mut pod = head.pod.as_deref();
-    let result = judge_inner(head, body, mode, call, backend_header, scratch, &mut pod);
+    let response = GrpcWebResponse {
+        status: head.status,
+        content_type: head.content_type,
+        grpc_status: head.grpc_status.as_deref(),
+        pod: head.pod.as_deref(),
+        body,
+    };
+    judge_grpc_web(response, mode, call, backend_header, scratch)
+}
+
+/// A complete gRPC-Web response, however it travelled (HTTP/1.1 or HTTP/2).
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcWebResponse<'a> {
+    pub status: u16,
+    pub content_type: ContentType,
+    /// `grpc-status` in the headers (a trailers-only response).
+    pub grpc_status: Option<&'a str>,
+    /// The backend header's value in the headers.
+    pub pod: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// [`judge`] on the parts of a response: the HTTP/2 mode has no [`Head`].
+pub fn judge_grpc_web<'a>(
+    response: GrpcWebResponse<'a>,
+    mode: Mode,
+    call: CallKind,
+    backend_header: &str,
+    scratch: &'a mut Vec<u8>,
+) -> Verdict<'a> {
+    let mut pod = response.pod;
+    let result = judge_inner(response, mode, call, backend_header, scratch, &mut pod);
     Verdict { result, pod }
 }
 
 fn judge_inner<'a>(
-    head: &'a Head,
-    body: &'a [u8],
+    response: GrpcWebResponse<'a>,
     mode: Mode,
     call: CallKind,
     backend_header: &str,
     scratch: &'a mut Vec<u8>,
     pod: &mut Option<&'a str>,
 ) -> Result<(), ErrorKind> {
-    if head.status != 200 {
-        return Err(ErrorKind::HttpStatus(head.status));
+    if response.status != 200 {
+        return Err(ErrorKind::HttpStatus(response.status));
     }
     let expected = match mode {
         Mode::Binary => ContentType::GrpcWeb,
         Mode::Text => ContentType::GrpcWebText,
     };
-    if head.content_type != expected {
+    if response.content_type != expected {
         return Err(ErrorKind::Malformed);
     }
     let frames: &'a [u8] = match mode {
-        Mode::Binary => body,
+        Mode::Binary => response.body,
         Mode::Text => {
-            decode_text(body, scratch)?;
+            decode_text(response.body, scratch)?;
             scratch
         }
     };
@@ -626,7 +689,7 @@ fn judge_inner<'a>(
     if pod.is_none() {
         *pod = parsed.trailer_pod;
     }
-    let status = match (parsed.trailer_status, head.grpc_status.as_deref()) {
+    let status = match (parsed.trailer_status, response.grpc_status) {
         (Some(status), _) => status,
         // Trailers-only: grpc-status in the headers and no frames at all.
         (None, Some(status)) if parsed.messages == 0 && !parsed.trailer_frame => {
@@ -731,7 +794,7 @@ fn parse_trailers<'a>(
     Ok(())
 }
 
-fn parse_grpc_status(text: &str) -> Result<u32, ErrorKind> {
+pub(crate) fn parse_grpc_status(text: &str) -> Result<u32, ErrorKind> {
     if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ErrorKind::Malformed);
     }

@@ -1,7 +1,8 @@
 //! One load thread: its own monoio runtime (io_uring, else epoll) driving its share of the
-//! connections, each a loop of connect → write request → read response → record. This is the
-//! only file with IO; request bytes and response judgement come from `wire.rs`, counting from
-//! `stats.rs`.
+//! connections, each call loop a round of connect → write request → read response → record.
+//! Over HTTP/1.1 a call loop owns its connection (the IO is here); over HTTP/2 `--streams` call
+//! loops share one connection (the IO is in `h2.rs`). Request bytes and response judgement
+//! come from `wire.rs` and `wire_h2.rs`, counting from `stats.rs`.
 //!
 //! Threads share nothing on the request path: each records into its own tally and histogram
 //! and moves the tally into the shared one every [`FLUSH_INTERVAL`].
@@ -22,28 +23,36 @@ use monoio::net::TcpStream;
 use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::debug;
 
+use super::h2::{H2Connection, H2Slot};
 use super::stats::{self, Tally};
 use super::wire::{self, ErrorKind, Progress, ResponseParser};
+use super::wire_h2::RequestHead;
 use super::{lock, IoDriver, LoadConfig, Shared, STOP_GRACE};
 
 /// How often a thread moves its counters into the shared tally the snapshot reads.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Wait after a failed connect, doubling per failure up to [`CONNECT_BACKOFF_MAX`], so a dead
 /// target is retried steadily rather than in a busy loop.
-const CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub(super) const CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Open loop: how late a timer may fire after an idle connection's intended send time without
 /// that lateness counting as latency. monoio's timer wheel ticks in milliseconds, so a sleep
 /// ends up to one tick late; charging that to the target would add a millisecond to every
 /// call of an idle system. Lateness beyond this does count (an overloaded generator shows).
 const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// Longest the end of a run waits for HTTP/2 connections to close (GOAWAY written, peer done).
+const H2_CLOSE_GRACE: Duration = Duration::from_millis(200);
 /// Initial receive buffer per connection, in bytes; it grows only for lines split across reads.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What every thread runs, decided once at start.
 pub(crate) struct Plan {
     pub config: LoadConfig,
+    /// HTTP/1.1: the whole request, head and body.
     pub request: Vec<u8>,
+    /// HTTP/2: the request head (`None` over HTTP/1.1) and body.
+    pub h2_head: Option<RequestHead>,
+    pub h2_body: Vec<u8>,
     /// Index of the run's last window when the duration is fixed.
     pub last_window: Option<u64>,
 }
@@ -60,9 +69,22 @@ impl Plan {
         let last_window = config
             .duration
             .map(|duration| stats::window_count(duration, config.window) - 1);
+        // `LoadConfig::validate` has built the same head successfully.
+        let h2_head = config.http2.then(|| {
+            RequestHead::new(
+                &config.method,
+                &config.host_header,
+                config.protocol,
+                config.mode,
+                &config.metadata,
+            )
+            .ok()
+        });
         Plan {
             config: config.clone(),
             request,
+            h2_head: h2_head.flatten(),
+            h2_body: wire::encode_body(config.mode, config.payload_bytes).1,
             last_window,
         }
     }
@@ -75,17 +97,19 @@ pub(crate) struct WorkerResult {
     pub ended_at: Instant,
 }
 
-/// State the connection tasks of one thread share (single-threaded: `Rc`, `Cell`, `RefCell`).
-struct Local {
-    plan: Arc<Plan>,
+/// State the call loops of one thread share (single-threaded: `Rc`, `Cell`, `RefCell`).
+pub(super) struct Local {
+    pub plan: Arc<Plan>,
     shared: Arc<Shared>,
     started: Instant,
     deadline: Option<Instant>,
     /// This thread's own copy of the request, so no reference count is shared across threads.
     request: Bytes,
+    /// Likewise for the HTTP/2 request body.
+    pub h2_body: Bytes,
     stopping: Cell<bool>,
     in_flight: Cell<u64>,
-    tally: RefCell<Tally>,
+    pub tally: RefCell<Tally>,
     histogram: RefCell<Histogram<u64>>,
 }
 
@@ -121,6 +145,7 @@ pub(crate) fn run(
     let deadline = plan.config.duration.map(|duration| started + duration);
     let local = Rc::new(Local {
         request: Bytes::copy_from_slice(&plan.request),
+        h2_body: Bytes::copy_from_slice(&plan.h2_body),
         plan,
         shared,
         started,
@@ -165,8 +190,23 @@ pub(crate) fn run(
 
 async fn thread_main(index: usize, local: Rc<Local>) -> WorkerResult {
     let config = &local.plan.config;
+    let slots = config.concurrent_calls();
+    let mut h2_connections = Vec::new();
     for connection in (index..config.connections).step_by(config.threads) {
-        monoio::spawn(connection_loop(connection, local.clone()));
+        if !config.http2 {
+            let caller = Caller::Http1(Conn::new(config));
+            monoio::spawn(call_loop(connection, slots, caller, local.clone()));
+            continue;
+        }
+        let shared_connection = H2Connection::new();
+        h2_connections.push(shared_connection.clone());
+        for stream in 0..config.streams {
+            // Slots of one connection are `connections` apart, so the open loop's consecutive
+            // calls go to different connections.
+            let slot = stream * config.connections + connection;
+            let caller = Caller::Http2(H2Slot::new(shared_connection.clone()));
+            monoio::spawn(call_loop(slot, slots, caller, local.clone()));
+        }
     }
     let ended_at = loop {
         let now = Instant::now();
@@ -195,11 +235,25 @@ async fn thread_main(index: usize, local: Rc<Local>) -> WorkerResult {
         }
         local.in_flight.set(0);
     }
+    close_h2(&h2_connections).await;
     local.flush();
     let histogram = local.histogram.replace(stats::latency_histogram());
     WorkerResult {
         histogram,
         ended_at,
+    }
+}
+
+/// Closes the thread's HTTP/2 connections and gives them [`H2_CLOSE_GRACE`] to finish: the
+/// resets of calls that timed out at the end of the run and the GOAWAY still have to be
+/// written, and the runtime stops polling them once this thread returns.
+async fn close_h2(connections: &[Rc<H2Connection>]) {
+    for connection in connections {
+        connection.close();
+    }
+    let close_end = Instant::now() + H2_CLOSE_GRACE;
+    while connections.iter().any(|c| c.is_open()) && Instant::now() < close_end {
+        monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -214,8 +268,68 @@ struct Conn {
     connect_backoff: Duration,
 }
 
+impl Conn {
+    fn new(config: &LoadConfig) -> Conn {
+        Conn {
+            stream: None,
+            read_buffer: Vec::with_capacity(READ_BUFFER_BYTES),
+            parser: ResponseParser::new(&config.backend_header),
+            scratch: Vec::new(),
+            pod: String::new(),
+            connect_backoff: CONNECT_BACKOFF_MIN,
+        }
+    }
+}
+
+/// How one call loop reaches the target: over its own HTTP/1.1 connection, or as one stream
+/// slot of a shared HTTP/2 connection.
+// One per call loop, moved once into its task: the size difference costs nothing, a box would
+// add an indirection to every call.
+#[allow(clippy::large_enum_variant)]
+enum Caller {
+    Http1(Conn),
+    Http2(H2Slot),
+}
+
+impl Caller {
+    async fn call(&mut self, local: &Local) -> Attempt {
+        match self {
+            Caller::Http1(conn) => call(conn, local).await,
+            Caller::Http2(slot) => slot.call(local).await,
+        }
+    }
+
+    /// The last call's pod, when its [`Attempt::named_pod`] says there is one.
+    fn pod(&self) -> &str {
+        match self {
+            Caller::Http1(conn) => &conn.pod,
+            Caller::Http2(slot) => &slot.pod,
+        }
+    }
+
+    /// The call timed out mid-way: an HTTP/1.1 connection is mid-response and cannot carry
+    /// another call; an HTTP/2 stream was reset (CANCEL) when its future was dropped, and the
+    /// connection goes on.
+    fn abandon_call(&mut self) {
+        if let Caller::Http1(conn) = self {
+            conn.stream = None;
+        }
+    }
+
+    /// Wait after a failed connect, doubling per failure.
+    fn next_connect_backoff(&mut self) -> Duration {
+        let backoff = match self {
+            Caller::Http1(conn) => &mut conn.connect_backoff,
+            Caller::Http2(slot) => &mut slot.connect_backoff,
+        };
+        let wait = *backoff;
+        *backoff = (wait * 2).min(CONNECT_BACKOFF_MAX);
+        wait
+    }
+}
+
 /// Copies `pod` into the connection's buffer; says whether there was one.
-fn keep_pod(buffer: &mut String, pod: Option<&str>) -> bool {
+pub(super) fn keep_pod(buffer: &mut String, pod: Option<&str>) -> bool {
     buffer.clear();
     match pod {
         Some(pod) => {
@@ -227,14 +341,14 @@ fn keep_pod(buffer: &mut String, pod: Option<&str>) -> bool {
 }
 
 /// What a call attempt came to, before accounting; the pod's name, when `named_pod`, is in
-/// [`Conn::pod`].
-struct Attempt {
-    result: Result<(), ErrorKind>,
-    named_pod: bool,
+/// [`Caller::pod`].
+pub(super) struct Attempt {
+    pub result: Result<(), ErrorKind>,
+    pub named_pod: bool,
 }
 
 impl Attempt {
-    fn failed(kind: ErrorKind) -> Attempt {
+    pub fn failed(kind: ErrorKind) -> Attempt {
         Attempt {
             result: Err(kind),
             named_pod: false,
@@ -242,16 +356,11 @@ impl Attempt {
     }
 }
 
-async fn connection_loop(connection: usize, local: Rc<Local>) {
+/// One call loop: the next call when it is due (at once in a closed loop; at its slot's turn
+/// of the open-loop schedule), its one outcome recorded, again until the run ends. `slot` of
+/// `slots` is this loop's place in the schedule.
+async fn call_loop(slot: usize, slots: usize, mut caller: Caller, local: Rc<Local>) {
     let config = &local.plan.config;
-    let mut conn = Conn {
-        stream: None,
-        read_buffer: Vec::with_capacity(READ_BUFFER_BYTES),
-        parser: ResponseParser::new(&config.backend_header),
-        scratch: Vec::new(),
-        pod: String::new(),
-        connect_backoff: CONNECT_BACKOFF_MIN,
-    };
     let mut call_number: u64 = 0;
     loop {
         // When the call is due, and the time its latency is measured from.
@@ -264,8 +373,7 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
                 now
             }
             Some(rate) => {
-                let offset =
-                    stats::intended_send_offset(connection, call_number, config.connections, rate);
+                let offset = stats::intended_send_offset(slot, call_number, slots, rate);
                 let intended = local.started + offset;
                 if local.deadline.is_some_and(|deadline| intended >= deadline) {
                     return;
@@ -295,11 +403,10 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
         local.in_flight.set(local.in_flight.get() + 1);
         let call_deadline = Instant::now() + config.call_timeout;
         let attempt =
-            match monoio::time::timeout_at(call_deadline.into(), call(&mut conn, &local)).await {
+            match monoio::time::timeout_at(call_deadline.into(), caller.call(&local)).await {
                 Ok(attempt) => attempt,
                 Err(_) => {
-                    // The connection is mid-response; it cannot carry another call.
-                    conn.stream = None;
+                    caller.abandon_call();
                     Attempt::failed(ErrorKind::Timeout)
                 }
             };
@@ -314,12 +421,10 @@ async fn connection_loop(connection: usize, local: Rc<Local>) {
         local.tally.borrow_mut().record(
             window,
             error_name.as_deref(),
-            attempt.named_pod.then_some(conn.pod.as_str()),
+            attempt.named_pod.then_some(caller.pod()),
         );
         if error == Some(ErrorKind::Connect) {
-            let backoff = conn.connect_backoff;
-            conn.connect_backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
-            monoio::time::sleep(backoff).await;
+            monoio::time::sleep(caller.next_connect_backoff()).await;
         }
     }
 }
@@ -382,7 +487,7 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
     Attempt::failed(ErrorKind::Io)
 }
 
-async fn connect(local: &Local) -> io::Result<TcpStream> {
+pub(super) async fn connect(local: &Local) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_addr(local.plan.config.target).await?;
     // Requests are one write each; Nagle would only delay them.
     stream.set_nodelay(true)?;
