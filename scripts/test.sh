@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The test command: every unit and integration test of the workspace. Integration tests start
-# ringway in-process under both io drivers (io_uring and epoll), real HTTP/2 gRPC backends and
-# raw HTTP/1.1 clients, all on loopback.
+# The test command: installs what the tests need beyond the Rust toolchain (the real clients
+# they drive: scripts/test-deps.sh, quick when already installed), then runs every unit and
+# integration test of the workspace. Integration tests start ringway in-process (and the real
+# binary) under both io drivers, real HTTP/2 gRPC backends and real clients, all on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/test-deps.sh
 cargo test --workspace --all-targets "$@"
