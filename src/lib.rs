@@ -17,5 +17,6 @@ pub mod grpc_web;
 pub mod health;
 pub mod http1;
 pub mod stats;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
