@@ -177,7 +177,8 @@ enum Fed {
 }
 
 impl UserspaceTls {
-    pub(crate) fn new(io: TcpStream, conn: ServerConnection, record_exact: bool) -> Self {
+    pub(crate) fn new(io: TcpStream, mut conn: ServerConnection, record_exact: bool) -> Self {
+        conn.set_buffer_limit(Some(PLAINTEXT_BUFFERED_BYTES_MAX));
         UserspaceTls {
             io,
             conn,
