@@ -237,11 +237,8 @@ impl UserspaceTls {
             } else {
                 &rx.pending()[..available]
             };
-            let consumed = match self.conn.read_tls(&mut input) {
-                Ok(n) => n,
-                // rustls's own buffers are full: process what it has, then come back.
-                Err(_) => 0,
-            };
+            // An error means rustls's own buffers are full: process what it has, then come back.
+            let consumed = self.conn.read_tls(&mut input).unwrap_or_default();
             rx.start += consumed;
             fed += consumed;
             self.conn.process_new_packets()?;
@@ -416,9 +413,7 @@ pub(crate) enum HandshakeError {
 /// A TLS client's first record is a handshake record (22) of version 3.x. Anything else is not
 /// TLS; a request line that starts with an upper-case method is HTTP sent to the TLS port.
 fn not_tls(first: &[u8]) -> Option<HandshakeError> {
-    let Some(&content_type) = first.first() else {
-        return None;
-    };
+    let &content_type = first.first()?;
     if content_type == 22 && first.get(1).is_none_or(|major| *major == 3) {
         return None;
     }
@@ -600,7 +595,7 @@ mod tests {
             not_tls(&[22, 0x47, 0x45]),
             Some(HandshakeError::NotTls)
         ));
-        assert!(matches!(not_tls(b"GETX"), Some(HandshakeError::NotTls)));
+        assert!(matches!(not_tls(b"GETX/"), Some(HandshakeError::NotTls)));
     }
 
     #[test]
