@@ -1247,3 +1247,28 @@ fn a_file_rewritten_in_place_is_reloaded() {
     });
     assert!(reloader.stats().reloads.load(Ordering::Relaxed) >= 1);
 }
+
+#[test]
+fn tls_flags_become_settings_only_when_the_tls_listener_is_on() {
+    let config = ringway::config::Config::from_args(["ringway"]).unwrap();
+    assert!(tls::TlsSettings::from_flags(&config).is_none());
+    let config = ringway::config::Config::from_args([
+        "ringway",
+        "--tls-listen",
+        "127.0.0.1:8443",
+        "--tls-cert-file",
+        "/secret/tls.crt",
+        "--tls-handshake-timeout-ms",
+        "2500",
+        "--tls-ktls",
+    ])
+    .unwrap();
+    config.validate().unwrap();
+    let settings = tls::TlsSettings::from_flags(&config).unwrap();
+    assert_eq!(settings.cert_file, Path::new("/secret/tls.crt"));
+    assert_eq!(settings.key_file, Path::new("/etc/ringway/tls/tls.key"));
+    assert_eq!(settings.handshake_timeout, Duration::from_millis(2_500));
+    assert!(settings.ktls);
+    assert_eq!(settings.reload_interval, Duration::from_millis(5_000));
+    assert!(ringway::config::Config::from_args(["ringway", "--tls-listen", "nowhere"]).is_err());
+}
