@@ -34,9 +34,10 @@ pub const CIPHERTEXT_READ_BYTES_MIN: usize = 4 * 1024;
 /// The buffer grows to it when a read fills the smaller one.
 pub const CIPHERTEXT_READ_BYTES_MAX: usize = 16 * 1024 + 256 + 5;
 
-/// Ciphertext write buffer kept between writes; a larger one (a burst of records) is shrunk
-/// back after the write so idle connections do not keep burst-sized buffers.
-pub const CIPHERTEXT_WRITE_BYTES_KEPT: usize = 32 * 1024;
+/// Ciphertext write buffer kept between writes: a small gRPC-Web response's records fit. A
+/// larger one (a burst of records) is freed after its write, so a thousand idle connections do
+/// not each keep the size of their largest response.
+pub const CIPHERTEXT_WRITE_BYTES_KEPT: usize = 4 * 1024;
 
 /// Plaintext rustls accepts before it must be encrypted and sent (its own default, stated so
 /// the bound on a stalled writer's memory is visible here): a write past it waits for the socket.
@@ -95,11 +96,16 @@ impl ReadSpace {
         &self.buf[self.start..self.end]
     }
 
-    /// Makes room at the end for the next read, growing the buffer if the last read filled it.
+    /// Makes room at the end for the next read, growing the buffer if the last read filled it,
+    /// and going back to the small one once reads are small again (an idle connection after an
+    /// upload should not keep a full record's buffer in its waiting read).
     fn prepare(&mut self, filled_last: bool) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if !filled_last && self.buf.len() > CIPHERTEXT_READ_BYTES_MIN {
+                self.buf = vec![0; CIPHERTEXT_READ_BYTES_MIN].into_boxed_slice();
+            }
         }
         if filled_last && self.buf.len() < CIPHERTEXT_READ_BYTES_MAX {
             let mut grown = vec![0; CIPHERTEXT_READ_BYTES_MAX].into_boxed_slice();
@@ -272,8 +278,7 @@ impl UserspaceTls {
                 waiter.wake();
             }
             if tx.capacity() > CIPHERTEXT_WRITE_BYTES_KEPT {
-                tx.clear();
-                tx.shrink_to(CIPHERTEXT_WRITE_BYTES_KEPT);
+                tx = Vec::new();
             }
             self.tx = Some(tx);
             result?;
@@ -628,6 +633,20 @@ mod tests {
         rx.end = 5;
         rx.prepare_record_exact();
         assert!(rx.limit <= rx.buf.len());
+    }
+
+    #[test]
+    fn an_emptied_buffer_goes_back_to_the_small_size_after_a_small_read() {
+        let mut rx = ReadSpace::new(CIPHERTEXT_READ_BYTES_MIN);
+        rx.end = CIPHERTEXT_READ_BYTES_MIN;
+        rx.prepare(true);
+        assert_eq!(rx.buf.len(), CIPHERTEXT_READ_BYTES_MAX);
+        rx.start = rx.end;
+        rx.prepare(true);
+        assert_eq!(rx.buf.len(), CIPHERTEXT_READ_BYTES_MAX, "still bulk: kept");
+        rx.prepare(false);
+        assert_eq!(rx.buf.len(), CIPHERTEXT_READ_BYTES_MIN);
+        assert_eq!(rx.limit, CIPHERTEXT_READ_BYTES_MIN);
     }
 
     #[test]
