@@ -80,6 +80,49 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_BACKLOG", default_value_t = 1024)]
     pub backlog: i32,
 
+    // --- TLS ---
+    /// Address the TLS (HTTPS) listener binds, once per worker with SO_REUSEPORT, next to
+    /// --listen; `off` disables it. ALPN h2 and http/1.1; no ALPN gets HTTP/1.1.
+    #[arg(long, env = "RINGWAY_TLS_LISTEN", default_value = "off", value_parser = parse_optional_listen)]
+    pub tls_listen: OptionalListen,
+
+    /// PEM certificate chain, leaf first (a kubernetes.io/tls Secret's tls.crt). Re-read when
+    /// it changes.
+    #[arg(
+        long,
+        env = "RINGWAY_TLS_CERT_FILE",
+        default_value = "/etc/ringway/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+
+    /// PEM private key, RSA or ECDSA, in PKCS#8, SEC1 or PKCS#1 (the Secret's tls.key).
+    #[arg(
+        long,
+        env = "RINGWAY_TLS_KEY_FILE",
+        default_value = "/etc/ringway/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+
+    /// Time from accept to the end of the TLS handshake; a client that has not finished by
+    /// then (silent, or trickling bytes) is closed.
+    #[arg(
+        long,
+        env = "RINGWAY_TLS_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub tls_handshake_timeout_ms: u64,
+
+    /// Hand the TLS record layer to the kernel (kTLS) after each handshake; where the kernel
+    /// cannot (no tls module, a cipher it does not offload), connections stay in userspace
+    /// rustls, logged once and counted.
+    #[arg(long, env = "RINGWAY_TLS_KTLS", default_value_t = false)]
+    pub tls_ktls: bool,
+
+    /// How often the certificate and key files are checked for a change (metadata only: inode,
+    /// mtime, size, symlink targets).
+    #[arg(long, env = "RINGWAY_TLS_RELOAD_INTERVAL_MS", default_value_t = 5_000)]
+    pub tls_reload_interval_ms: u64,
+
     // --- downstream HTTP/1.1 limits ---
     /// Largest request head (request line plus headers) accepted; larger gets 431.
     #[arg(long, env = "RINGWAY_HEADER_BYTES_MAX", default_value_t = 32 * 1024)]
@@ -474,6 +517,20 @@ fn parse_admin(value: &str) -> Result<Admin, String> {
         .map_err(|_| format!("{value:?} is neither IP:port nor off"))
 }
 
+/// A listener address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalListen(pub Option<SocketAddr>);
+
+fn parse_optional_listen(value: &str) -> Result<OptionalListen, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(OptionalListen(None));
+    }
+    value
+        .parse()
+        .map(|addr| OptionalListen(Some(addr)))
+        .map_err(|_| format!("{value:?} is neither IP:port nor off"))
+}
+
 /// Downstream limits, derived once from the flags.
 #[derive(Debug, Clone)]
 pub struct DownstreamLimits {
@@ -551,6 +608,14 @@ impl Config {
         }
         if self.resolves_names() {
             self.discovery_config().validate()?;
+        }
+        if self.tls_listen.0.is_some() {
+            if self.tls_handshake_timeout_ms == 0 {
+                return Err("--tls-handshake-timeout-ms must be > 0".into());
+            }
+            if self.tls_reload_interval_ms == 0 {
+                return Err("--tls-reload-interval-ms must be > 0".into());
+            }
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ pub mod status;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 pub mod translate;
 pub mod transport;
 pub mod upstream;
