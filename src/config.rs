@@ -45,9 +45,10 @@ pub enum LogFormat {
 #[command(name = "ringway", version, about, long_about = None)]
 pub struct Config {
     // --- process model ---
-    /// Address the data-plane listener binds, once per worker with SO_REUSEPORT.
-    #[arg(long, env = "RINGWAY_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
+    /// Address the cleartext data-plane listener binds (HTTP/1.1, and HTTP/2 with prior
+    /// knowledge), once per worker with SO_REUSEPORT; `off` disables it (with --tls-listen).
+    #[arg(long, env = "RINGWAY_LISTEN", default_value = "0.0.0.0:8080", value_parser = parse_optional_listen)]
+    pub listen: OptionalListen,
 
     /// Upstream targets, comma-separated: IP:port, [IPv6]:port, or name:port (resolved by DNS and
     /// kept current; for a Kubernetes headless Service, the Service name).
@@ -569,6 +570,9 @@ impl Config {
 
     /// Check relations between flags that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
+        if self.listen.0.is_none() && self.tls_listen.0.is_none() {
+            return Err("--listen and --tls-listen are both off: nothing to serve".into());
+        }
         if self.upstream.is_empty() {
             return Err("--upstream needs at least one endpoint".into());
         }

@@ -21,8 +21,9 @@ use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus, StatusReader};
 use crate::endpoints::EndpointDirectory;
 use crate::health::{self, HealthChecker, HealthTable};
 use crate::stats::WorkerStats;
+use crate::tls::{ConfigHandle, Reloader, TlsSettings};
 use crate::upstream::EndpointStats;
-use crate::worker::{self, ResolvedDriver, WorkerShared};
+use crate::worker::{self, ResolvedDriver, WorkerListeners, WorkerShared};
 
 /// What readers off the workers (the admin page) may look at: published snapshots and
 /// single-writer counters, never a worker's own state.
@@ -35,11 +36,17 @@ pub struct ServerView {
     pub discovery: Option<StatusReader>,
     /// The access log's writer, for the count of lines it had to drop.
     pub access_log: Option<Sink>,
+    /// The TLS certificate in use and its reload counters, with `--tls-listen`.
+    pub tls: Option<ConfigHandle>,
 }
 
 /// A running proxy: its workers and the handle that stops them.
 pub struct Server {
+    /// The cleartext listener's address, or the TLS one's when cleartext is off.
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    /// Re-reads the certificate when it changes, with `--tls-listen`; dropping it stops it.
+    _tls_reloader: Option<Reloader>,
     driver: ResolvedDriver,
     directory: Arc<EndpointDirectory>,
     /// The DNS control plane, when any upstream target is a name; dropping it stops it.
@@ -64,8 +71,20 @@ impl Server {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let driver = worker::resolve_driver(config.io_driver)?;
         let worker_count = config.worker_count();
-        let listeners = bind_listeners(config.listen, worker_count, config.backlog)?;
-        let local_addr = listeners[0].local_addr()?;
+        let bind = |addr| bind_listeners(addr, worker_count, config.backlog);
+        let plain = config.listen.0.map(bind).transpose()?;
+        let tls = config.tls_listen.0.map(bind).transpose()?;
+        let first_addr = |listeners: &Option<Vec<StdTcpListener>>| {
+            listeners.as_ref().map(|l| l[0].local_addr()).transpose()
+        };
+        let (plain_addr, tls_addr) = (first_addr(&plain)?, first_addr(&tls)?);
+        // The certificate is loaded (and its errors reported) before any worker starts.
+        let tls_settings = TlsSettings::from_flags(config);
+        let reloader = tls_settings
+            .as_ref()
+            .map(TlsSettings::start_reloader)
+            .transpose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let directory = Arc::new(EndpointDirectory::new(discovery::static_addresses(
             &config.upstream,
         )));
@@ -96,7 +115,19 @@ impl Server {
         let mut workers = Vec::with_capacity(worker_count);
         let mut worker_stats = Vec::with_capacity(worker_count);
         let mut counters = Vec::with_capacity(worker_count);
-        for (index, listener) in listeners.into_iter().enumerate() {
+        let mut plain = plain.map(Vec::into_iter);
+        let mut tls = tls.map(Vec::into_iter);
+        for index in 0..worker_count {
+            let listeners = WorkerListeners {
+                plain: plain.as_mut().and_then(Iterator::next),
+                tls: tls.as_mut().and_then(Iterator::next).map(|listener| {
+                    let settings = tls_settings
+                        .as_ref()
+                        .expect("TLS settings with a TLS listener");
+                    let handle = reloader.as_ref().expect("a reloader with TLS").handle();
+                    (listener, settings.acceptor(handle))
+                }),
+            };
             let endpoint_stats = Arc::new(ArcSwap::from_pointee(Vec::new()));
             worker_stats.push(endpoint_stats.clone());
             let stats = Arc::new(WorkerStats::default());
@@ -113,14 +144,18 @@ impl Server {
                 index,
                 driver,
                 config.clone(),
-                listener,
+                listeners,
                 shared,
                 core,
                 stop_rx.clone(),
             )?);
         }
+        let local_addr = plain_addr
+            .or(tls_addr)
+            .expect("validate() requires a listener");
         info!(
-            listen = %local_addr,
+            listen = ?plain_addr,
+            tls_listen = ?tls_addr,
             workers = worker_count,
             io_driver = ?driver,
             upstream_targets = config.upstream.len(),
@@ -128,6 +163,8 @@ impl Server {
         );
         Ok(Server {
             local_addr,
+            tls_addr,
+            _tls_reloader: reloader,
             driver,
             directory,
             discovery,
@@ -141,8 +178,14 @@ impl Server {
         })
     }
 
+    /// The cleartext listener's address (the TLS listener's when cleartext is off).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's address, with `--tls-listen`.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn io_driver(&self) -> ResolvedDriver {
@@ -163,6 +206,7 @@ impl Server {
             endpoint_stats: self.worker_stats.clone(),
             discovery: self.discovery.as_ref().map(DiscoveryHandle::status_reader),
             access_log: self.access_log.clone(),
+            tls: self._tls_reloader.as_ref().map(Reloader::handle),
         }
     }
 

@@ -62,6 +62,8 @@ pub struct WorkerStats {
     http2_floods: [Counter; Flood::ALL.len()],
     /// HTTP/2 connections that ended in a protocol error (h2's own GOAWAY or the client's).
     pub http2_protocol_errors: Counter,
+    /// TLS handshakes and their outcomes (with `--tls-listen`).
+    pub tls: TlsStats,
     /// RST_STREAM and GOAWAY frames sent to clients, by error code (RFC 9113 §7; 0..=13).
     http2_resets_sent: [Counter; H2_REASONS],
     http2_goaways_sent: [Counter; H2_REASONS],
@@ -139,6 +141,81 @@ impl WorkerStats {
     }
 }
 
+/// How many counters [`TlsStats::each`] lists.
+pub const TLS_COUNTERS: usize = 15;
+
+/// One worker's TLS counters (single writer: its worker), for the main stats set.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    /// Full handshakes completed.
+    pub handshakes_full: Counter,
+    /// Handshakes completed by resuming a session (ticket or session ID).
+    pub handshakes_resumed: Counter,
+    /// Completed handshakes by ALPN result.
+    pub alpn_h2: Counter,
+    pub alpn_http1: Counter,
+    /// Completed handshakes that negotiated TLS 1.2 (the rest are 1.3).
+    pub handshakes_tls12: Counter,
+    /// Handshakes cut by `--tls-handshake-timeout-ms` (silent or slow clients).
+    pub handshake_timeouts: Counter,
+    /// First bytes that were not a TLS handshake record.
+    pub handshakes_not_tls: Counter,
+    /// Plain HTTP requests sent to the TLS port (answered 400).
+    pub handshakes_plain_http: Counter,
+    /// Clients with nothing in common with the server: TLS versions (a TLS 1.0-only client),
+    /// cipher suites, key exchange groups, ALPN protocols.
+    pub handshakes_incompatible: Counter,
+    /// Handshakes the client aborted with an alert (it did not trust the certificate, or the
+    /// certificate does not cover the name it asked for).
+    pub handshakes_peer_alert: Counter,
+    /// Clients that closed or reset the connection mid-handshake.
+    pub handshakes_closed: Counter,
+    /// Other TLS failures (malformed or out-of-order messages, bad records).
+    pub handshakes_failed_other: Counter,
+    /// Connections whose record layer went to the kernel.
+    pub ktls_connections: Counter,
+    /// Connections that asked for kTLS and stayed in userspace (no kernel support, a cipher
+    /// the kernel does not offload).
+    pub ktls_fallbacks: Counter,
+    /// Connections lost because the kernel refused the secrets after rustls gave them up.
+    pub ktls_failures: Counter,
+}
+
+impl TlsStats {
+    /// Every counter with its name, for the stats and Prometheus pages.
+    pub fn each(&self) -> [(&'static str, u64); TLS_COUNTERS] {
+        [
+            ("tls_handshakes_full", self.handshakes_full.get()),
+            ("tls_handshakes_resumed", self.handshakes_resumed.get()),
+            ("tls_alpn_h2", self.alpn_h2.get()),
+            ("tls_alpn_http1", self.alpn_http1.get()),
+            ("tls_handshakes_tls12", self.handshakes_tls12.get()),
+            ("tls_handshake_timeouts", self.handshake_timeouts.get()),
+            ("tls_handshakes_not_tls", self.handshakes_not_tls.get()),
+            (
+                "tls_handshakes_plain_http",
+                self.handshakes_plain_http.get(),
+            ),
+            (
+                "tls_handshakes_incompatible",
+                self.handshakes_incompatible.get(),
+            ),
+            (
+                "tls_handshakes_peer_alert",
+                self.handshakes_peer_alert.get(),
+            ),
+            ("tls_handshakes_closed", self.handshakes_closed.get()),
+            (
+                "tls_handshakes_failed_other",
+                self.handshakes_failed_other.get(),
+            ),
+            ("tls_ktls_connections", self.ktls_connections.get()),
+            ("tls_ktls_fallbacks", self.ktls_fallbacks.get()),
+            ("tls_ktls_failures", self.ktls_failures.get()),
+        ]
+    }
+}
+
 /// All workers' counters added up.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
@@ -155,6 +232,8 @@ pub struct Totals {
     pub http2_protocol_errors: u64,
     pub http2_resets_sent: [u64; H2_REASONS],
     pub http2_goaways_sent: [u64; H2_REASONS],
+    /// The TLS counters by name, in [`TlsStats::each`]'s order.
+    pub tls: [(&'static str, u64); TLS_COUNTERS],
     pub calls_by_status: [u64; GRPC_CODES],
     pub local_http: [u64; LOCAL_HTTP_STATUSES.len()],
     /// Per bucket, not cumulative.
@@ -182,6 +261,9 @@ impl Totals {
             t.http2_protocol_errors += w.http2_protocol_errors.get();
             add_all(&mut t.http2_resets_sent, &w.http2_resets_sent);
             add_all(&mut t.http2_goaways_sent, &w.http2_goaways_sent);
+            for (total, (name, n)) in t.tls.iter_mut().zip(w.tls.each()) {
+                *total = (name, total.1 + n);
+            }
             add_all(&mut t.calls_by_status, &w.calls_by_status);
             add_all(&mut t.local_http, &w.local_http);
             add_all(&mut t.duration_buckets, &w.duration_buckets);
@@ -233,6 +315,9 @@ impl Totals {
         }
         for (name, n) in H2_REASON_NAMES.iter().zip(self.http2_goaways_sent) {
             let _ = writeln!(out, "downstream.http2.goaways_sent.{name}: {n}");
+        }
+        for (name, n) in self.tls {
+            let _ = writeln!(out, "downstream.{name}: {n}");
         }
         let _ = writeln!(out, "calls.total: {}", self.calls());
         for (code, n) in self.calls_by_status.iter().enumerate() {
@@ -357,6 +442,14 @@ impl Totals {
             for (name, n) in H2_REASON_NAMES.iter().zip(counts) {
                 let _ = writeln!(out, "{metric}{{reason=\"{name}\"}} {n}");
             }
+        }
+        for (name, n) in self.tls {
+            let metric = format!("ringway_downstream_{name}_total");
+            let _ = writeln!(
+                out,
+                "# HELP {metric} TLS: {}.\n# TYPE {metric} counter\n{metric} {n}",
+                name.trim_start_matches("tls_").replace('_', " ")
+            );
         }
         let _ = writeln!(out, "# HELP ringway_calls_total gRPC calls finished, by grpc-status.\n# TYPE ringway_calls_total counter");
         for (code, n) in self.calls_by_status.iter().enumerate() {

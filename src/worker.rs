@@ -29,6 +29,7 @@ use crate::endpoints::{Balancer, EndpointDirectory};
 use crate::health::HealthTable;
 use crate::retry::RetryBudget;
 use crate::stats::WorkerStats;
+use crate::tls::Acceptor;
 use crate::upstream::{EndpointStats, Pool};
 
 /// What a worker shares with the rest of the process: read-only snapshots it reads, and the
@@ -70,13 +71,20 @@ pub fn resolve_driver(requested: IoDriver) -> io::Result<ResolvedDriver> {
     }
 }
 
+/// A worker's listeners: the cleartext one, the TLS one (with what accepting on it needs), or
+/// both.
+pub struct WorkerListeners {
+    pub plain: Option<StdTcpListener>,
+    pub tls: Option<(StdTcpListener, Acceptor)>,
+}
+
 /// Start worker `index` on a thread of its own, pinned to `core` when given, serving
 /// `listener` until `stop` says so.
 pub fn spawn(
     index: usize,
     driver: ResolvedDriver,
     config: Config,
-    listener: StdTcpListener,
+    listeners: WorkerListeners,
     shared: WorkerShared,
     core: Option<core_affinity::CoreId>,
     stop: watch::Receiver<bool>,
@@ -93,7 +101,7 @@ pub fn spawn(
                     );
                 }
             }
-            if let Err(e) = run(index, driver, &config, listener, shared, stop) {
+            if let Err(e) = run(index, driver, &config, listeners, shared, stop) {
                 tracing::error!(worker = index, error = %e, "worker failed");
             }
         })
@@ -103,7 +111,7 @@ fn run(
     index: usize,
     driver: ResolvedDriver,
     config: &Config,
-    listener: StdTcpListener,
+    listeners: WorkerListeners,
     shared: WorkerShared,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -160,28 +168,39 @@ fn run(
                     build(io_uring::IoUring::builder())?
                 }
             };
-            runtime.block_on(accept_loop(listener, context, stop, drain_timeout))
+            runtime.block_on(accept_loop(listeners, context, stop, drain_timeout))
         }
         ResolvedDriver::Epoll => {
             let mut runtime = RuntimeBuilder::<LegacyDriver>::new()
                 .enable_timer()
                 .build()?;
-            runtime.block_on(accept_loop(listener, context, stop, drain_timeout))
+            runtime.block_on(accept_loop(listeners, context, stop, drain_timeout))
         }
     }
 }
 
 async fn accept_loop(
-    listener: StdTcpListener,
+    listeners: WorkerListeners,
     context: Rc<WorkerContext>,
     mut stop: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) -> io::Result<()> {
-    let listener = monoio::net::TcpListener::from_std(listener)?;
+    let plain = listeners
+        .plain
+        .map(monoio::net::TcpListener::from_std)
+        .transpose()?;
+    let (tls, acceptor) = match listeners.tls {
+        Some((listener, acceptor)) => (
+            Some(monoio::net::TcpListener::from_std(listener)?),
+            Some(Rc::new(acceptor)),
+        ),
+        None => (None, None),
+    };
     monoio::spawn(housekeeping(context.clone()));
     loop {
-        let accepted = monoio::select! {
-            accepted = listener.accept() => accepted,
+        let (accepted, secure) = monoio::select! {
+            accepted = accept_on(plain.as_ref()) => (accepted, false),
+            accepted = accept_on(tls.as_ref()) => (accepted, true),
             _ = stop.changed() => break,
         };
         match accepted {
@@ -189,7 +208,16 @@ async fn accept_loop(
                 // Responses are written whole per flush; Nagle would only add latency.
                 let _ = stream.set_nodelay(true);
                 let active = ActiveConnection::new(&context.stats);
-                monoio::spawn(downstream::serve(stream, peer, context.clone(), active));
+                match (secure, &acceptor) {
+                    (true, Some(acceptor)) => monoio::spawn(downstream::serve_tls(
+                        stream,
+                        peer,
+                        context.clone(),
+                        acceptor.clone(),
+                        active,
+                    )),
+                    _ => monoio::spawn(downstream::serve(stream, peer, context.clone(), active)),
+                };
             }
             // Running out of descriptors or memory must not kill the worker: back off briefly
             // so the loop does not spin while the condition lasts.
@@ -199,12 +227,22 @@ async fn accept_loop(
             }
         }
     }
-    drop(listener);
+    drop((plain, tls));
     drain(&context, drain_timeout).await;
     if let Some(log) = context.access_log.borrow_mut().as_mut() {
         log.hand_over();
     }
     Ok(())
+}
+
+/// Accept on `listener`; never when there is none.
+async fn accept_on(
+    listener: Option<&monoio::net::TcpListener>,
+) -> io::Result<(monoio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How often a draining worker checks whether its connections are gone.

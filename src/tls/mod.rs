@@ -59,7 +59,7 @@ use monoio::net::TcpStream;
 use rustls::server::ProducesTickets;
 use rustls::{HandshakeKind, ProtocolVersion, ServerConnection};
 
-use crate::stats::Counter;
+pub use crate::stats::TlsStats;
 
 pub use certs::CertError;
 pub use reload::{ConfigHandle, ReloadStats, Reloader};
@@ -185,77 +185,8 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
-/// One worker's TLS counters (single writer: its worker), for the main stats set.
-#[derive(Debug, Default)]
-pub struct TlsStats {
-    /// Full handshakes completed.
-    pub handshakes_full: Counter,
-    /// Handshakes completed by resuming a session (ticket or session ID).
-    pub handshakes_resumed: Counter,
-    /// Completed handshakes by ALPN result.
-    pub alpn_h2: Counter,
-    pub alpn_http1: Counter,
-    /// Completed handshakes that negotiated TLS 1.2 (the rest are 1.3).
-    pub handshakes_tls12: Counter,
-    /// Handshakes cut by `--tls-handshake-timeout-ms` (silent or slow clients).
-    pub handshake_timeouts: Counter,
-    /// First bytes that were not a TLS handshake record.
-    pub handshakes_not_tls: Counter,
-    /// Plain HTTP requests sent to the TLS port (answered 400).
-    pub handshakes_plain_http: Counter,
-    /// Clients with nothing in common with the server: TLS versions (a TLS 1.0-only client),
-    /// cipher suites, key exchange groups, ALPN protocols.
-    pub handshakes_incompatible: Counter,
-    /// Handshakes the client aborted with an alert (it did not trust the certificate, or the
-    /// certificate does not cover the name it asked for).
-    pub handshakes_peer_alert: Counter,
-    /// Clients that closed or reset the connection mid-handshake.
-    pub handshakes_closed: Counter,
-    /// Other TLS failures (malformed or out-of-order messages, bad records).
-    pub handshakes_failed_other: Counter,
-    /// Connections whose record layer went to the kernel.
-    pub ktls_connections: Counter,
-    /// Connections that asked for kTLS and stayed in userspace (no kernel support, a cipher
-    /// the kernel does not offload).
-    pub ktls_fallbacks: Counter,
-    /// Connections lost because the kernel refused the secrets after rustls gave them up.
-    pub ktls_failures: Counter,
-}
-
+/// What a handshake's outcome adds to the worker's TLS counters.
 impl TlsStats {
-    /// Every counter with its name, for the stats and Prometheus pages.
-    pub fn each(&self) -> [(&'static str, u64); 15] {
-        [
-            ("tls_handshakes_full", self.handshakes_full.get()),
-            ("tls_handshakes_resumed", self.handshakes_resumed.get()),
-            ("tls_alpn_h2", self.alpn_h2.get()),
-            ("tls_alpn_http1", self.alpn_http1.get()),
-            ("tls_handshakes_tls12", self.handshakes_tls12.get()),
-            ("tls_handshake_timeouts", self.handshake_timeouts.get()),
-            ("tls_handshakes_not_tls", self.handshakes_not_tls.get()),
-            (
-                "tls_handshakes_plain_http",
-                self.handshakes_plain_http.get(),
-            ),
-            (
-                "tls_handshakes_incompatible",
-                self.handshakes_incompatible.get(),
-            ),
-            (
-                "tls_handshakes_peer_alert",
-                self.handshakes_peer_alert.get(),
-            ),
-            ("tls_handshakes_closed", self.handshakes_closed.get()),
-            (
-                "tls_handshakes_failed_other",
-                self.handshakes_failed_other.get(),
-            ),
-            ("tls_ktls_connections", self.ktls_connections.get()),
-            ("tls_ktls_fallbacks", self.ktls_fallbacks.get()),
-            ("tls_ktls_failures", self.ktls_failures.get()),
-        ]
-    }
-
     fn failed(&self, error: &TlsError) {
         let counter = match error {
             TlsError::Timeout => &self.handshake_timeouts,

@@ -16,6 +16,7 @@
 use std::io::{self, BufRead, IoSlice, Write};
 use std::os::fd::AsRawFd;
 
+use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -23,6 +24,7 @@ use monoio::BufResult;
 use rustls::ServerConnection;
 
 use super::ktls;
+use crate::transport::Transport;
 
 /// Ciphertext read buffer to start with: a request of a few KiB (a gRPC-Web call, an HTTP/2
 /// preface with its first HEADERS) fits, and an idle connection holds only this much while its
@@ -174,6 +176,13 @@ pub(crate) struct UserspaceTls {
     filled_last: bool,
     /// Read the handshake record by record (kTLS must find the socket at a record boundary).
     record_exact: bool,
+}
+
+/// What rustls had for the reader.
+enum Plain {
+    Bytes(usize),
+    Eof,
+    None,
 }
 
 /// What a socket read brought.
@@ -384,6 +393,88 @@ impl UserspaceTls {
         }
     }
 
+    /// Whether ciphertext read from the socket waits to be given to rustls: then a read can
+    /// make progress without the socket.
+    fn has_unfed_input(&self) -> bool {
+        self.rx.as_ref().is_some_and(|rx| !rx.pending().is_empty())
+    }
+
+    /// Move all the plaintext rustls holds to the end of `out`.
+    fn take_plaintext(&mut self, out: &mut BytesMut) -> io::Result<Plain> {
+        let mut taken = 0;
+        loop {
+            match self.conn.reader().fill_buf() {
+                // An empty chunk means close_notify was received: a clean end.
+                Ok([]) => {
+                    return Ok(if taken > 0 {
+                        Plain::Bytes(taken)
+                    } else {
+                        Plain::Eof
+                    })
+                }
+                Ok(plain) => {
+                    let n = plain.len();
+                    out.extend_from_slice(plain);
+                    self.conn.reader().consume(n);
+                    taken += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(if taken > 0 {
+                        Plain::Bytes(taken)
+                    } else {
+                        Plain::None
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(if taken > 0 {
+                        Plain::Bytes(taken)
+                    } else {
+                        Plain::Eof
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The non-waiting read of [`crate::transport::Transport::try_read`]: plaintext rustls
+    /// holds, else what the ciphertext already read decrypts to, else what the socket has now
+    /// (a `recv` that does not wait, so it is never cut short by a dropped future). Records
+    /// rustls wants to send in answer (an alert, a KeyUpdate) go out with the next write.
+    fn try_read_plain(&mut self, out: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.take_plaintext(out)? {
+                Plain::Bytes(n) => return Ok(n),
+                Plain::Eof => return Ok(0),
+                Plain::None => {}
+            }
+            let fed = self
+                .feed()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if fed > 0 {
+                continue;
+            }
+            let filled_last = self.filled_last;
+            let rx = self.rx.as_mut().ok_or_else(cancelled)?;
+            rx.prepare(filled_last);
+            let fd = self.io.as_raw_fd();
+            let room = &mut rx.buf[rx.end..rx.limit];
+            // SAFETY: `room` is writable memory of `room.len()` bytes owned by the read buffer;
+            // recv writes at most that many.
+            let received =
+                unsafe { libc::recv(fd, room.as_mut_ptr().cast(), room.len(), libc::MSG_DONTWAIT) };
+            if received < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if received == 0 {
+                self.feed_eof();
+                return Ok(0);
+            }
+            rx.end += received as usize;
+            self.filled_last = rx.end == rx.buf.len();
+        }
+    }
+
     async fn write_plain(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         let total: usize = slices.iter().map(|s| s.len()).sum();
         if total == 0 {
@@ -471,6 +562,32 @@ impl TlsStream {
         match &self.inner {
             Inner::Userspace(tls) => &tls.io,
             Inner::Kernel(io) => io,
+        }
+    }
+}
+
+impl AsRawFd for TlsStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.tcp().as_raw_fd()
+    }
+}
+
+impl Transport for TlsStream {
+    async fn readable(&self) -> io::Result<()> {
+        match &self.inner {
+            Inner::Userspace(tls) if tls.has_unfed_input() => Ok(()),
+            _ => self.tcp().readable(false).await,
+        }
+    }
+
+    fn try_read(&mut self, buf: &mut BytesMut, room_min: usize) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::Userspace(tls) => tls.try_read_plain(buf),
+            Inner::Kernel(io) => match Transport::try_read(io, buf, room_min) {
+                // The client's close_notify (or a record the kernel does not hand over).
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+                other => other,
+            },
         }
     }
 }
