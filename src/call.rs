@@ -120,8 +120,9 @@ pub trait Downstream {
     /// The upstream's response head, for a response with a body to follow.
     fn head(&mut self, head: &Parts);
     /// Response bytes as the upstream sent them (gRPC length-prefixed messages, in arbitrary
-    /// pieces).
-    fn data(&mut self, data: Bytes);
+    /// pieces). An error ends the call (a protocol whose translation cannot carry these
+    /// bytes; the downstream has then decided its answer, and `fail` writes it).
+    fn data(&mut self, data: Bytes) -> Result<(), Error>;
     /// The upstream's trailers; `grpc-status` is among them. The response ends here.
     fn trailers(&mut self, trailers: &HeaderMap);
     /// A response that is only a head carrying `grpc-status` (trailers-only). The response
@@ -442,7 +443,7 @@ impl CallState<'_> {
             }
             UpstreamEvent::Data(data) => {
                 relay.unreleased_bytes += data.len();
-                downstream.data(data);
+                downstream.data(data)?;
                 Ok(None)
             }
             UpstreamEvent::Trailers(trailers) => {

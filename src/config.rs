@@ -205,6 +205,19 @@ pub struct Config {
     )]
     pub http2_keepalive_timeout_ms: u64,
 
+    // --- Connect ---
+    /// Method paths a Connect unary GET may call, comma-separated: exact paths
+    /// (`/pkg.Service/Method`), prefixes ending in `/` (`/pkg.Service/`), or `*`; empty = none.
+    /// A GET needs no CORS preflight, so any web page can send one: allow only methods without
+    /// side effects (connect-go's NO_SIDE_EFFECTS), which a proxy cannot tell on its own.
+    #[arg(
+        long,
+        env = "RINGWAY_CONNECT_GET_ALLOW",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub connect_get_allow: Vec<String>,
+
     // --- gRPC ---
     /// Cap on a call's grpc-timeout; 0 = no cap (Envoy's max_grpc_timeout: 0s). No timeout is
     /// applied to calls that do not ask for one, so long server streams are never cut.
@@ -543,6 +556,19 @@ pub struct DownstreamLimits {
     pub grpc_timeout_max: Option<Duration>,
     pub health_path: Bytes,
     pub http2: Http2Settings,
+    /// Paths (or prefixes ending in `/`, or `*`) a Connect GET may call.
+    pub connect_get_allow: Vec<Bytes>,
+}
+
+impl DownstreamLimits {
+    /// Whether a Connect unary GET may call `path` (without its query).
+    pub fn connect_get_allowed(&self, path: &[u8]) -> bool {
+        self.connect_get_allow.iter().any(|allowed| {
+            &allowed[..] == b"*"
+                || &allowed[..] == path
+                || (allowed.ends_with(b"/") && path.starts_with(allowed))
+        })
+    }
 }
 
 /// The HTTP/2 server's settings for client connections, derived once from the flags.
@@ -673,6 +699,13 @@ impl Config {
             grpc_timeout_max: (self.grpc_timeout_max_ms > 0)
                 .then(|| Duration::from_millis(self.grpc_timeout_max_ms)),
             health_path: Bytes::from(self.health_path.clone()),
+            connect_get_allow: self
+                .connect_get_allow
+                .iter()
+                .map(|p| p.trim())
+                .filter(|p| !p.is_empty())
+                .map(|p| Bytes::from(p.to_owned()))
+                .collect(),
             http2: Http2Settings {
                 streams_max: self.http2_streams_max,
                 header_list_bytes_max: self.http2_header_list_bytes_max,

@@ -42,6 +42,10 @@ pub enum Error {
     MethodNotAllowed,
     /// A grpc-web-text body that is not valid base64.
     BadBase64,
+    /// A request its protocol's translation refused (a Connect request with a bad envelope,
+    /// timeout or query, a message over the limit): answered with this status in the
+    /// protocol's own terms.
+    Refused { code: Code, message: &'static str },
     /// The client closed the connection or a write to it failed; nothing can be answered.
     ClientClosed(io::Error),
 
@@ -84,6 +88,7 @@ impl Error {
             | Error::UnsupportedMediaType
             | Error::MethodNotAllowed
             | Error::BadBase64
+            | Error::Refused { .. }
             | Error::ClientClosed(_) => Side::Downstream,
             Error::PoolExhausted | Error::PendingTimeout | Error::DeadlineExceeded => {
                 Side::Internal
@@ -135,6 +140,7 @@ impl Error {
             | Error::UnsupportedMediaType
             | Error::MethodNotAllowed => Code::Internal,
             Error::BadBase64 => Code::InvalidArgument,
+            Error::Refused { code, .. } => *code,
         }
     }
 
@@ -149,6 +155,7 @@ impl Error {
             }
             Error::MethodNotAllowed => "gRPC-Web calls use POST".into(),
             Error::BadBase64 => "grpc-web-text body is not valid base64".into(),
+            Error::Refused { message, .. } => (*message).into(),
             Error::ClientClosed(_) => "client closed the connection".into(),
             Error::NoEndpoint => "no healthy upstream".into(),
             Error::Connect(e) => format!("upstream connect error: {e}").into(),
@@ -224,6 +231,15 @@ impl std::error::Error for Error {
 impl From<Http1Error> for Error {
     fn from(e: Http1Error) -> Self {
         Error::Http1(e)
+    }
+}
+
+impl From<crate::connect::ConnectError> for Error {
+    fn from(e: crate::connect::ConnectError) -> Self {
+        Error::Refused {
+            code: e.code,
+            message: e.message,
+        }
     }
 }
 

@@ -50,7 +50,16 @@ pub fn call_deadline(
     cap: Option<Duration>,
     now: Instant,
 ) -> Option<Instant> {
-    let asked = grpc_timeout.and_then(parse_grpc_timeout);
+    deadline_after(grpc_timeout.and_then(parse_grpc_timeout), cap, now)
+}
+
+/// A call's deadline from the timeout the client asked for (however its protocol said it),
+/// capped by `cap`, counted from `now`.
+pub fn deadline_after(
+    asked: Option<Duration>,
+    cap: Option<Duration>,
+    now: Instant,
+) -> Option<Instant> {
     let timeout = match (asked, cap) {
         (Some(asked), Some(cap)) => Some(asked.min(cap)),
         (asked, None) => asked,
@@ -72,8 +81,14 @@ pub fn grpc_timeout_value(deadline: Instant, now: Instant) -> HeaderValue {
 
 /// The upstream URI of an HTTP/1.1 request: `http://<Host><path>`.
 pub fn http1_uri(head: &RequestHead) -> Result<Uri, Error> {
+    http1_uri_with_path(head, origin_form(&head.path))
+}
+
+/// The upstream URI of an HTTP/1.1 request with `path` as its `:path` (a Connect GET's target
+/// without its query).
+pub fn http1_uri_with_path(head: &RequestHead, path: Bytes) -> Result<Uri, Error> {
     let authority = head.host.clone().ok_or_else(|| malformed("missing host"))?;
-    let path = PathAndQuery::from_maybe_shared(origin_form(&head.path))
+    let path = PathAndQuery::from_maybe_shared(origin_form(&path))
         .map_err(|_| malformed("bad request target"))?;
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
@@ -139,6 +154,18 @@ pub fn http1_headers(
     upstream_content_type: &Bytes,
     deadline: Option<Instant>,
 ) -> Result<HeaderMap, Error> {
+    http1_headers_with(head, upstream_content_type, deadline, |_| false, &[])
+}
+
+/// [`http1_headers`] for a protocol that drops more of the client's headers (`also_dropped`)
+/// and adds its own (`added`: a Connect call's `grpc-encoding`, for one).
+pub fn http1_headers_with(
+    head: &RequestHead,
+    upstream_content_type: &Bytes,
+    deadline: Option<Instant>,
+    also_dropped: impl Fn(&[u8]) -> bool,
+    added: &[(HeaderName, HeaderValue)],
+) -> Result<HeaderMap, Error> {
     let nominated = connection_nominated(head);
     // Sized for what is sent, without a pass of its own: the head's field count less the fields
     // the parser already found and that are never forwarded (Host, Content-Type, a body's
@@ -148,11 +175,12 @@ pub fn http1_headers(
     let known_dropped = usize::from(head.host.is_some())
         + usize::from(head.content_type.is_some())
         + usize::from(!matches!(head.body, BodyKind::Empty));
-    let added = 2 + usize::from(deadline.is_some());
+    let adding = 2 + usize::from(deadline.is_some()) + added.len();
     let mut headers =
-        HeaderMap::with_capacity(head.headers.len().saturating_sub(known_dropped) + added);
+        HeaderMap::with_capacity(head.headers.len().saturating_sub(known_dropped) + adding);
     for h in &head.headers {
         if is_dropped_request_header(&h.name)
+            || also_dropped(&h.name)
             || nominated.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
         {
             continue;
@@ -168,6 +196,9 @@ pub fn http1_headers(
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     if let Some(deadline) = deadline {
         headers.insert("grpc-timeout", grpc_timeout_value(deadline, Instant::now()));
+    }
+    for (name, value) in added {
+        headers.insert(name.clone(), value.clone());
     }
     Ok(headers)
 }

@@ -57,6 +57,7 @@
 //!   value twice and leaves the end-of-stream object unclosed when there is metadata; another
 //!   revision builds it through a protobuf `Struct`.)
 
+pub mod adapter;
 pub mod envelope;
 pub mod get;
 pub mod json;

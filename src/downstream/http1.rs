@@ -7,8 +7,9 @@
 //! 2. [`Connection::respond`] routes: CORS preflights and the health path are answered here; a
 //!    POST with a gRPC-Web content type becomes a call; anything else gets 405/415.
 //! 3. [`Connection::proxy`] reads what body is buffered ([`crate::http1::BodyReader`]), translates
-//!    the head ([`crate::translate`]) and runs the call ([`crate::call::run`]) with a
-//!    [`WebExchange`] as its downstream, which writes the response as it comes.
+//!    the head ([`crate::translate`], and [`crate::connect`] for a Connect call) and runs the
+//!    call ([`crate::call::run`]) with an [`H1Exchange`] as its downstream, which writes the
+//!    response as it comes.
 //!
 //! A downstream protocol error gets an HTTP status and the connection closes, since the byte
 //! stream can no longer be trusted.
@@ -19,13 +20,16 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
 use monoio::buf::IoBufMut;
 use tracing::debug;
 
-use super::http1_exchange::{ReplyTo, WebExchange};
+use super::http1_exchange::{ConnectSide, H1Exchange, ReplyTo};
 use crate::access_log;
 use crate::call::{self, Body, CallRequest, End, Outcome};
 use crate::coarse_timer::CoarseTimer;
+use crate::connect::adapter::{Reply as ConnectReply, RequestBody};
+use crate::connect::{self, CallKind, ConnectCall, ConnectError, RequestProtocol};
 use crate::context::WorkerContext;
 use crate::error::{Error, Reply};
 use crate::frame_watch;
@@ -260,19 +264,22 @@ impl<S: Transport> Connection<S> {
             Method::Get | Method::Head if head.path == self.context.limits.health_path => {
                 self.health(head, &reply_to).await
             }
-            Method::Post => match head
-                .content_type
-                .as_deref()
-                .and_then(grpc_web::classify_content_type)
-            {
-                Some(content_type) => {
+            _ => match self.classify(head) {
+                Route::Web(content_type) => {
                     let accept = find_header(head, b"accept");
                     reply_to.grpc = Some(WebReply::new(&content_type, accept.as_deref()));
-                    self.proxy(head, &content_type, &reply_to).await
+                    self.proxy(head, Plan::Web(content_type), &reply_to).await
                 }
-                None => Err(Error::UnsupportedMediaType),
+                Route::Connect(call) => self.proxy_connect(head, call, &reply_to).await,
+                Route::ConnectRefused(call, error) => {
+                    self.refuse_connect(head, &call, &error.into(), &reply_to)
+                        .await
+                }
+                Route::Unsupported if head.method == Method::Post => {
+                    Err(Error::UnsupportedMediaType)
+                }
+                Route::Unsupported => Err(Error::MethodNotAllowed),
             },
-            _ => Err(Error::MethodNotAllowed),
         };
         match result {
             Ok(next) => next,
@@ -339,39 +346,129 @@ impl<S: Transport> Connection<S> {
         Ok(next)
     }
 
-    /// Run one gRPC-Web call: take the buffered part of the body, translate the head, and let
-    /// the call relay the response through a [`WebExchange`].
+    /// Which protocol a request that is not a local route speaks.
+    fn classify(&self, head: &RequestHead) -> Route {
+        let protocol = connect::classify(
+            &method_name(&head.method),
+            &head.path,
+            head.content_type.as_deref(),
+            find_header(head, b"connect-protocol-version").as_deref(),
+        );
+        match protocol {
+            RequestProtocol::GrpcWeb => match head
+                .content_type
+                .as_deref()
+                .and_then(grpc_web::classify_content_type)
+            {
+                Some(content_type) if head.method == Method::Post => Route::Web(content_type),
+                _ => Route::Unsupported,
+            },
+            RequestProtocol::Connect(call) => Route::Connect(call),
+            RequestProtocol::ConnectRefused(call, error) => Route::ConnectRefused(call, error),
+            // Native gRPC needs HTTP/2.
+            RequestProtocol::Grpc | RequestProtocol::Unknown => Route::Unsupported,
+        }
+    }
+
+    /// Run one Connect call; anything refused on the way is answered as a Connect error.
+    async fn proxy_connect(
+        &mut self,
+        head: &RequestHead,
+        call: ConnectCall,
+        reply_to: &ReplyTo,
+    ) -> Result<Next, Error> {
+        let path = connect::upstream_path(&call, &head.path);
+        if call.kind == CallKind::UnaryGet && !self.context.limits.connect_get_allowed(&path) {
+            return self
+                .refuse_connect(head, &call, &GET_NOT_ALLOWED, reply_to)
+                .await;
+        }
+        match self
+            .proxy(head, Plan::Connect(call.clone()), reply_to)
+            .await
+        {
+            Err(error @ Error::ClientClosed(_)) => Err(error),
+            Err(error) => self.refuse_connect(head, &call, &error, reply_to).await,
+            ok => ok,
+        }
+    }
+
+    /// Answer a Connect request refused before its call with a Connect error; the connection
+    /// goes on only when the request had no body left unread.
+    async fn refuse_connect(
+        &mut self,
+        head: &RequestHead,
+        call: &ConnectCall,
+        error: &Error,
+        reply_to: &ReplyTo,
+    ) -> Result<Next, Error> {
+        let response = connect::response::error_response(call, error.code(), &error.message());
+        self.context
+            .stats
+            .call_finished(error.code() as u32, reply_to.started.elapsed());
+        self.log.http_status = response.status;
+        self.log.grpc_status = Some(error.code() as u32);
+        let next = body_free_next(head, reply_to);
+        let cors = self
+            .context
+            .cors
+            .actual_headers(reply_to.origin.as_ref(), response.header_names());
+        let head_out = self.out.scratch();
+        write_status_line(head_out, head.version, response.status);
+        for (name, value) in &response.headers {
+            write_header(head_out, name, value);
+        }
+        for (name, value) in &cors {
+            write_header(head_out, name, value);
+        }
+        write_content_length(head_out, response.body.len());
+        write_connection_header(head_out, head.version, next == Next::KeepAlive);
+        finish_head(head_out);
+        self.out.push(response.body);
+        self.flush().await.map_err(Error::ClientClosed)?;
+        Ok(next)
+    }
+
+    /// Run one call: take the buffered part of the body, translate the head, and let the call
+    /// relay the response through an [`H1Exchange`].
     async fn proxy(
         &mut self,
         head: &RequestHead,
-        content_type: &WebContentType,
+        plan: Plan,
         reply_to: &ReplyTo,
     ) -> Result<Next, Error> {
         let limits = &self.context.limits;
-        let mut body = BodyReader::new(head, limits.body_bytes_max, content_type.text)?;
-        let deadline = translate::call_deadline(
-            find_header(head, b"grpc-timeout").as_deref(),
-            limits.grpc_timeout_max,
-            Instant::now(),
-        );
+        let text = matches!(&plan, Plan::Web(content_type) if content_type.text);
+        let mut body = BodyReader::new(head, limits.body_bytes_max, text)?;
+        let head_plan = HeadPlan::new(head, &plan, limits)?;
+        let deadline =
+            translate::deadline_after(head_plan.timeout, limits.grpc_timeout_max, Instant::now());
         // Whatever part of the body is already buffered goes out with the request head.
-        let first = body.drain_buffered(&mut self.buf)?;
+        let raw_first = body.drain_buffered(&mut self.buf)?;
+        let mut connect = head_plan.connect_side(&plan, head, limits.body_bytes_max as usize)?;
+        let first = match (&mut connect, &head_plan.get_body) {
+            (_, Some(get_body)) => get_body.clone(),
+            (Some(side), None) => side.body.piece(raw_first, body.complete())?,
+            (None, None) => raw_first,
+        };
         if head.expect_continue && !body.complete() {
             self.out.push_static(b"HTTP/1.1 100 Continue\r\n\r\n");
             self.flush().await.map_err(Error::ClientClosed)?;
         }
-        let uri = translate::http1_uri(head)?;
-        let headers = translate::http1_headers(head, &content_type.upstream, deadline)?;
+        let uri = translate::http1_uri_with_path(head, head_plan.path.clone())?;
+        let headers = head_plan.headers(head, deadline)?;
         let rebuild = || {
-            translate::http1_headers(head, &content_type.upstream, deadline)
+            head_plan
+                .headers(head, deadline)
                 .expect("the same head translated without error the first time")
         };
         let request = CallRequest::new(uri, headers, &rebuild, deadline);
         let complete = body.complete();
         let started = reply_to.started;
-        let mut exchange = WebExchange::new(self, reply_to, body);
+        let context = self.context.clone();
+        let mut exchange = H1Exchange::new(self, reply_to, body, connect);
         let outcome = call::run(
-            &exchange.context(),
+            &context,
             &request,
             Body { first, complete },
             &mut exchange,
@@ -379,7 +476,21 @@ impl<S: Transport> Connection<S> {
         )
         .await;
         let streamed = exchange.streamed();
-        Ok(self.after_call(&outcome, reply_to, streamed))
+        let connect = exchange.connect_outcome();
+        let next = self.after_call(&outcome, reply_to, streamed);
+        Ok(match connect {
+            Some((status, _, aborted)) => {
+                if outcome.end != End::ClientGone {
+                    self.log.http_status = status;
+                }
+                if aborted {
+                    Next::Close
+                } else {
+                    next
+                }
+            }
+            None => next,
+        })
     }
 
     /// Log how a call ended, and decide whether the connection goes on.
@@ -523,6 +634,126 @@ impl<S: Transport> Connection<S> {
         Ok(n)
     }
 }
+
+/// Where a request that is not a local route goes.
+enum Route {
+    Web(WebContentType),
+    Connect(ConnectCall),
+    ConnectRefused(ConnectCall, ConnectError),
+    /// 415 for a POST, 405 otherwise.
+    Unsupported,
+}
+
+/// How a call's request is translated.
+enum Plan {
+    Web(WebContentType),
+    Connect(ConnectCall),
+}
+
+/// The upstream head of a call, decided once and built for each attempt.
+struct HeadPlan {
+    path: Bytes,
+    content_type: Bytes,
+    timeout: Option<std::time::Duration>,
+    /// Headers the protocol adds (a Connect call's encodings).
+    added: Vec<(HeaderName, HeaderValue)>,
+    /// The client's headers the protocol consumes, besides the hop-by-hop ones.
+    connect: bool,
+    /// A Connect GET's body, from its query.
+    get_body: Option<Bytes>,
+    grpc_encoding: bool,
+}
+
+impl HeadPlan {
+    fn new(
+        head: &RequestHead,
+        plan: &Plan,
+        limits: &crate::config::DownstreamLimits,
+    ) -> Result<HeadPlan, Error> {
+        match plan {
+            Plan::Web(content_type) => Ok(HeadPlan {
+                path: head.path.clone(),
+                content_type: content_type.upstream.clone(),
+                timeout: find_header(head, b"grpc-timeout")
+                    .as_deref()
+                    .and_then(translate::parse_grpc_timeout),
+                added: Vec::new(),
+                connect: false,
+                get_body: None,
+                grpc_encoding: false,
+            }),
+            Plan::Connect(call) => {
+                let translated = connect::request::translate_request_head(
+                    call,
+                    connect::query_of(&head.path),
+                    head.headers.iter().map(|h| (&h.name[..], &h.value[..])),
+                    limits.body_bytes_max as usize,
+                )?;
+                let mut added = Vec::new();
+                for (name, value) in [
+                    ("grpc-encoding", &translated.grpc_encoding),
+                    ("grpc-accept-encoding", &translated.grpc_accept_encoding),
+                ] {
+                    if let Some(value) = value {
+                        let value = HeaderValue::from_maybe_shared(value.clone())
+                            .map_err(|_| Error::Malformed("bad encoding header"))?;
+                        added.push((HeaderName::from_static(name), value));
+                    }
+                }
+                Ok(HeadPlan {
+                    path: connect::upstream_path(call, &head.path),
+                    content_type: translated.content_type,
+                    timeout: translated.timeout,
+                    added,
+                    connect: true,
+                    grpc_encoding: translated.grpc_encoding.is_some(),
+                    get_body: translated.get_body,
+                })
+            }
+        }
+    }
+
+    fn headers(
+        &self,
+        head: &RequestHead,
+        deadline: Option<Instant>,
+    ) -> Result<http::HeaderMap, Error> {
+        let connect = self.connect;
+        translate::http1_headers_with(
+            head,
+            &self.content_type,
+            deadline,
+            |name| connect && connect::request::is_dropped_request_header(name),
+            &self.added,
+        )
+    }
+
+    /// A Connect call's side of the exchange: its body translation and reply.
+    fn connect_side(
+        &self,
+        plan: &Plan,
+        head: &RequestHead,
+        message_bytes_max: usize,
+    ) -> Result<Option<ConnectSide>, Error> {
+        let Plan::Connect(call) = plan else {
+            return Ok(None);
+        };
+        let content_length = match head.body {
+            BodyKind::Empty => Some(0),
+            BodyKind::Length(n) => Some(n),
+            BodyKind::Chunked => None,
+        };
+        let body = RequestBody::new(call, content_length, self.grpc_encoding, message_bytes_max)?;
+        let reply = ConnectReply::new(call.clone(), message_bytes_max);
+        Ok(Some(ConnectSide::new(body, reply)))
+    }
+}
+
+/// A Connect GET to a method not allowed by `--connect-get-allow`.
+const GET_NOT_ALLOWED: Error = Error::Refused {
+    code: Code::Unimplemented,
+    message: "GET is not enabled for this method (--connect-get-allow)",
+};
 
 /// What the access log says about one request.
 #[derive(Debug, Default)]

@@ -6,7 +6,6 @@
 //! (after a short delay, so fast calls never pay for it): a client that closed cancels the call,
 //! and a pipelined next request is kept in the buffer for later.
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,10 +14,16 @@ use http::response::Parts;
 
 use super::http1::{write_connection_header, Connection};
 use crate::call::{BodyPiece, ClientEvent, Downstream, End};
-use crate::context::WorkerContext;
+use crate::connect::{
+    self,
+    adapter::{Reply, ReplyOut, RequestBody},
+};
 use crate::error::Error;
 use crate::grpc_web::{is_forwardable_response_header, WebReply};
-use crate::http1::{finish_head, write_header, write_status_line, BodyReader, Version};
+use crate::http1::{
+    finish_head, write_content_length, write_header, write_status_line, BodyReader, Version,
+};
+use crate::status::Code;
 use crate::transport::Transport;
 
 /// A call that has waited this long for its upstream starts watching the client socket, so a
@@ -36,17 +41,45 @@ pub(super) struct ReplyTo {
     pub grpc: Option<WebReply>,
 }
 
-/// One gRPC-Web call's downstream side on an HTTP/1.1 connection.
-pub(super) struct WebExchange<'c, S> {
+/// One call's downstream side on an HTTP/1.1 connection: gRPC-Web, or Connect when `connect`
+/// is set.
+pub(super) struct H1Exchange<'c, S> {
     conn: &'c mut Connection<S>,
     reply_to: &'c ReplyTo,
     text: bool,
     body: BodyReader,
+    connect: Option<ConnectSide>,
     /// When the body read in progress times out; set when a read starts waiting.
     read_deadline: Option<Instant>,
     watch: Watch,
     /// A response head with a body to follow was written.
     streamed: bool,
+}
+
+/// A Connect call's side of the exchange: its request body translation and its reply.
+pub(super) struct ConnectSide {
+    pub body: RequestBody,
+    pub reply: Reply,
+    /// The response's end, decided when the upstream's bytes broke the call.
+    decided: Option<ReplyOut>,
+    /// The response's status, and the Connect code written, for the access log.
+    http_status: u16,
+    code: Code,
+    /// The body was cut off without its last chunk: the connection must close.
+    aborted: bool,
+}
+
+impl ConnectSide {
+    pub fn new(body: RequestBody, reply: Reply) -> Self {
+        ConnectSide {
+            body,
+            reply,
+            decided: None,
+            http_status: 200,
+            code: Code::Ok,
+            aborted: false,
+        }
+    }
 }
 
 /// Watching the client socket during a call.
@@ -62,26 +95,35 @@ enum Watch {
     Off,
 }
 
-impl<'c, S: Transport> WebExchange<'c, S> {
-    pub fn new(conn: &'c mut Connection<S>, reply_to: &'c ReplyTo, body: BodyReader) -> Self {
-        WebExchange {
+impl<'c, S: Transport> H1Exchange<'c, S> {
+    pub fn new(
+        conn: &'c mut Connection<S>,
+        reply_to: &'c ReplyTo,
+        body: BodyReader,
+        connect: Option<ConnectSide>,
+    ) -> Self {
+        H1Exchange {
             conn,
             text: reply_to.grpc.as_ref().is_some_and(|g| g.text),
             reply_to,
             body,
+            connect,
             read_deadline: None,
             watch: Watch::Pending,
             streamed: false,
         }
     }
 
-    pub fn context(&self) -> Rc<WorkerContext> {
-        self.conn.context.clone()
-    }
-
     /// Whether a response head with a body to follow was written.
     pub fn streamed(&self) -> bool {
         self.streamed
+    }
+
+    /// A Connect call's HTTP status and code as answered, and whether its body was cut off.
+    pub fn connect_outcome(&self) -> Option<(u16, Code, bool)> {
+        self.connect
+            .as_ref()
+            .map(|c| (c.http_status, c.code, c.aborted))
     }
 
     fn chunked(&self) -> bool {
@@ -208,7 +250,79 @@ impl<'c, S: Transport> WebExchange<'c, S> {
     }
 }
 
-impl<S: Transport> Downstream for WebExchange<'_, S> {
+impl<S: Transport> H1Exchange<'_, S> {
+    /// Write what a Connect reply produced; returns the Connect code the response carries
+    /// when it ended with it.
+    fn write_connect(&mut self, out: ReplyOut) -> Code {
+        let reply_to = self.reply_to;
+        let chunked = self.chunked();
+        let Some(connect) = &mut self.connect else {
+            return Code::Ok;
+        };
+        match out {
+            ReplyOut::Nothing => {}
+            ReplyOut::Complete(response) => {
+                connect.http_status = response.status;
+                connect.code = connect::adapter::code_of(&response.body);
+                let keep_alive = reply_to.keep_alive && self.body.complete();
+                let cors = self
+                    .conn
+                    .context
+                    .cors
+                    .actual_headers(reply_to.origin.as_ref(), response.header_names());
+                let head_out = self.conn.out.scratch();
+                write_status_line(head_out, reply_to.version, response.status);
+                for (name, value) in &response.headers {
+                    write_header(head_out, name, value);
+                }
+                for (name, value) in &cors {
+                    write_header(head_out, name, value);
+                }
+                write_content_length(head_out, response.body.len());
+                write_connection_header(head_out, reply_to.version, keep_alive);
+                finish_head(head_out);
+                self.conn.out.push(response.body);
+            }
+            ReplyOut::Head(headers) => {
+                let keep_alive = reply_to.keep_alive && self.body.complete() && chunked;
+                let cors = self.conn.context.cors.actual_headers(
+                    reply_to.origin.as_ref(),
+                    headers.iter().map(|(n, _)| &n[..]),
+                );
+                let head_out = self.conn.out.scratch();
+                write_status_line(head_out, reply_to.version, 200);
+                for (name, value) in &headers {
+                    write_header(head_out, name, value);
+                }
+                for (name, value) in &cors {
+                    write_header(head_out, name, value);
+                }
+                if chunked {
+                    write_header(head_out, b"transfer-encoding", b"chunked");
+                }
+                write_connection_header(head_out, reply_to.version, keep_alive);
+                finish_head(head_out);
+                self.streamed = true;
+            }
+            ReplyOut::Body(pieces) => {
+                for piece in pieces {
+                    self.conn.out.body_piece(piece, false, chunked);
+                }
+            }
+            ReplyOut::End(envelope) => {
+                connect.code = connect::adapter::code_of(&envelope);
+                self.conn.out.body_piece(envelope, false, chunked);
+                if chunked {
+                    self.conn.out.push_static(b"0\r\n\r\n");
+                }
+            }
+            ReplyOut::Abort => connect.aborted = true,
+        }
+        connect.code
+    }
+}
+
+impl<S: Transport> Downstream for H1Exchange<'_, S> {
     async fn client_event(&mut self, want_body: bool) -> ClientEvent {
         if !self.body.complete() {
             if !want_body {
@@ -226,16 +340,41 @@ impl<S: Transport> Downstream for WebExchange<'_, S> {
     }
 
     fn head(&mut self, head: &Parts) {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.reply.head(head, false);
+            self.write_connect(out);
+            return;
+        }
         self.write_head(head, false);
         self.streamed = true;
     }
 
-    fn data(&mut self, data: Bytes) {
+    fn data(&mut self, data: Bytes) -> Result<(), Error> {
+        if let Some(connect) = &mut self.connect {
+            return match connect.reply.data(data) {
+                Ok(out) => {
+                    self.write_connect(out);
+                    Ok(())
+                }
+                Err(end) => {
+                    connect.decided = Some(end);
+                    Err(Error::UpstreamProtocol(
+                        "the upstream's response cannot be carried by the Connect protocol",
+                    ))
+                }
+            };
+        }
         let chunked = self.chunked();
         self.conn.out.body_piece(data, self.text, chunked);
+        Ok(())
     }
 
     fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.reply.trailers(trailers);
+            self.write_connect(out);
+            return;
+        }
         let chunked = self.chunked();
         self.conn.out.trailer_frame(
             trailers
@@ -247,10 +386,26 @@ impl<S: Transport> Downstream for WebExchange<'_, S> {
     }
 
     fn trailers_only(&mut self, head: &Parts) {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.reply.head(head, true);
+            self.write_connect(out);
+            return;
+        }
         self.write_head(head, true);
     }
 
     fn fail(&mut self, error: &Error, head_sent: bool) -> End {
+        if let Some(connect) = &mut self.connect {
+            // A Connect client reads every failure as a Connect error.
+            let out = match connect.decided.take() {
+                Some(decided) => decided,
+                None => connect
+                    .reply
+                    .failed(error.code(), &error.message(), head_sent),
+            };
+            let code = self.write_connect(out);
+            return End::Status(code as u32);
+        }
         self.conn.write_error(error, self.reply_to, head_sent);
         // An HTTP status is only written before the response began.
         match error.http_status() {

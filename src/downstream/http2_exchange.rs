@@ -428,12 +428,13 @@ impl Downstream for H2Exchange {
         self.send_head(response, false);
     }
 
-    fn data(&mut self, data: Bytes) {
+    fn data(&mut self, data: Bytes) -> Result<(), Error> {
         let data = match self.kind {
             Kind::Native { .. } => data,
             Kind::Web { .. } => self.web_piece(data),
         };
         self.push(data);
+        Ok(())
     }
 
     fn trailers(&mut self, trailers: &HeaderMap) {
