@@ -40,11 +40,12 @@ use tracing::debug;
 
 use crate::access_log;
 use crate::coarse_timer::CoarseTimer;
+use crate::endpoints::Tried;
 use crate::error::{Error, Reply};
 use crate::grpc_web::{self, Base64Decoder, WebContentType};
 use crate::http1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Method, RequestHead, Version};
 use crate::stats::WorkerStats;
-use crate::upstream::Call;
+use crate::upstream::{self, Call};
 use crate::worker::{RetryGuard, WorkerContext};
 
 /// A read is only issued with at least this much free room in the buffer.
@@ -414,17 +415,22 @@ impl Downstream {
         let _call_guard = self.context.retries.call_started();
         let mut timers = CallTimers::new(deadline);
         let mut retry: Option<(SocketAddr, RetryGuard)> = None;
+        let mut tried = Tried::new();
         loop {
-            let avoid = retry.as_ref().map(|(addr, _)| *addr);
-            let started = self.start_call(&request, end_of_stream, avoid).await;
+            let started = self.start_call(&request, end_of_stream, &tried).await;
             if let Err((Some(addr), error)) = &started {
                 self.record(*addr, error);
             }
             if let Ok((addr, _)) | Err((Some(addr), _)) = &started {
                 self.log.upstream = Some(*addr);
+                tried.push(*addr);
             }
             let (addr, mut call) = match started {
                 Ok(started) => started,
+                Err((Some(_), error)) if self.moves_on(&error, &tried) => {
+                    self.context.stats.retries.add(1);
+                    continue;
+                }
                 Err((Some(addr), error)) if self.may_retry_on(&error, addr) => {
                     match self.retry_guard(&retry) {
                         Some(guard) => {
@@ -498,6 +504,15 @@ impl Downstream {
         self.context.pool.record_outcome(addr, Ok(()), 0);
     }
 
+    /// Whether an attempt that reached no upstream (refused, timed out, no SETTINGS) moves on to
+    /// an untried endpoint for free: it loaded no backend, and the endpoint that failed is out
+    /// of this worker's rotation now, so the moves are bounded by the set (and by `Tried`).
+    fn moves_on(&self, error: &Error, tried: &Tried) -> bool {
+        upstream::reached_no_upstream(error)
+            && !tried.is_full()
+            && tried.leaves_untried(&self.context.directory.snapshot())
+    }
+
     /// Whether `error` from `addr` may be retried, and somewhere it can succeed.
     fn may_retry_on(&self, error: &Error, addr: SocketAddr) -> bool {
         if !error.retry_safe() {
@@ -523,28 +538,31 @@ impl Downstream {
         granted
     }
 
-    /// Pick an endpoint (another than `avoid` when there is one) and start the upstream stream.
+    /// Pick an endpoint (one not in `tried` when there is one) and start the upstream stream.
     /// On failure, the endpoint that failed is returned with the error, for a retry elsewhere.
     async fn start_call(
         &self,
         request: &UpstreamRequest<'_>,
         end_of_stream: bool,
-        avoid: Option<SocketAddr>,
+        tried: &Tried,
     ) -> Result<(SocketAddr, Call), (Option<SocketAddr>, Error)> {
         let context = &self.context;
         let set = context.directory.snapshot();
         context.reconcile(&set);
-        // Eligible: passing active health checks and not ejected by this worker. The common
-        // case, where nothing is unhealthy or ejected, skips the per-endpoint checks.
+        // Eligible: passing active health checks and available on this worker (not refused,
+        // unreachable or ejected). The common case, where nothing is out, skips the
+        // per-endpoint checks.
         let unhealthy = context.health.unhealthy();
-        let now = context.pool.any_ejected().then(Instant::now);
-        let eligible = |addr: SocketAddr| {
-            (unhealthy.is_empty() || !unhealthy.contains(&addr))
-                && !now.is_some_and(|now| context.pool.is_ejected(addr, now))
+        let picked = {
+            let refused = context.refused.load();
+            let eligible = |addr: SocketAddr| {
+                (unhealthy.is_empty() || !unhealthy.contains(&addr))
+                    && context.pool.available(addr, &refused)
+            };
+            context
+                .balancer
+                .pick(&set, tried, eligible, |addr| context.pool.in_flight(addr))
         };
-        let picked = context
-            .balancer
-            .pick(&set, avoid, eligible, |addr| context.pool.in_flight(addr));
         let addr = picked.ok_or((None, Error::NoEndpoint))?;
         context
             .pool

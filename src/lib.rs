@@ -16,6 +16,7 @@ pub mod error;
 pub mod grpc_web;
 pub mod health;
 pub mod http1;
+pub mod refused;
 pub mod stats;
 pub mod upstream;
 pub mod worker;

@@ -32,8 +32,9 @@ use crate::cors::CorsPolicy;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus, StatusReader};
 use crate::endpoints::{Balancer, EndpointDirectory, EndpointSet};
 use crate::health::{self, HealthChecker, HealthTable};
+use crate::refused::{self, RefusedControl, RefusedTable};
 use crate::stats::WorkerStats;
-use crate::upstream::{EndpointStats, Pool};
+use crate::upstream::{EndpointStats, Pool, PoolLinks};
 
 /// What one worker's connections share: read-only settings and the worker's own upstream pool.
 pub struct WorkerContext {
@@ -42,6 +43,8 @@ pub struct WorkerContext {
     pub cors: CorsPolicy,
     pub directory: Arc<EndpointDirectory>,
     pub health: Arc<HealthTable>,
+    /// Endpoints some worker found refusing connects; read per pick with `load()`.
+    pub refused: Arc<RefusedTable>,
     pub balancer: Balancer,
     pub pool: Pool,
     pub retries: RetryBudget,
@@ -83,7 +86,9 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 async fn housekeeping(context: Rc<WorkerContext>) {
     for tick in 0u64.. {
         context.timers.fire_expired(Instant::now());
-        context.reconcile(&context.directory.snapshot());
+        let set = context.directory.snapshot();
+        context.reconcile(&set);
+        context.pool.housekeeping(&set);
         if tick % 4 == 0 {
             context.endpoint_stats.store(Arc::new(context.pool.stats()));
         }
@@ -166,6 +171,8 @@ pub struct RetryGuard {
 struct WorkerShared {
     directory: Arc<EndpointDirectory>,
     health: Arc<HealthTable>,
+    refused: Arc<RefusedTable>,
+    refusals: refused::Reporter,
     endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
     stats: Arc<WorkerStats>,
     access_log: Option<Sink>,
@@ -177,6 +184,7 @@ struct WorkerShared {
 pub struct ServerView {
     pub directory: Arc<EndpointDirectory>,
     pub health: Arc<HealthTable>,
+    pub refused: Arc<RefusedTable>,
     pub worker_stats: Vec<Arc<WorkerStats>>,
     pub endpoint_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
     pub discovery: Option<StatusReader>,
@@ -201,6 +209,9 @@ pub struct Server {
     /// Active health checks, when on; dropping it stops them.
     _health_checker: Option<HealthChecker>,
     health: Arc<HealthTable>,
+    /// Shares refused connects between workers; dropping it stops its thread.
+    _refused_control: RefusedControl,
+    refused: Arc<RefusedTable>,
     /// Each worker's latest per-endpoint view (republished about every second).
     worker_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
     counters: Vec<Arc<WorkerStats>>,
@@ -246,6 +257,14 @@ impl Server {
             health.clone(),
             config.upstream_config(),
         )?;
+        let refused = Arc::new(RefusedTable::default());
+        let refused_control = refused::spawn(
+            directory.clone(),
+            refused.clone(),
+            discovery
+                .as_ref()
+                .and_then(DiscoveryHandle::refresh_requester),
+        )?;
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::with_capacity(worker_count);
         let mut worker_stats = Vec::with_capacity(worker_count);
@@ -254,6 +273,7 @@ impl Server {
             let config = config.clone();
             let directory = directory.clone();
             let health = health.clone();
+            let (refused, refusals) = (refused.clone(), refused_control.reporter());
             let stop_rx = stop_rx.clone();
             let endpoint_stats = Arc::new(ArcSwap::from_pointee(Vec::new()));
             worker_stats.push(endpoint_stats.clone());
@@ -281,6 +301,8 @@ impl Server {
                         WorkerShared {
                             directory,
                             health,
+                            refused,
+                            refusals,
                             endpoint_stats,
                             stats,
                             access_log,
@@ -307,6 +329,8 @@ impl Server {
             discovery,
             _health_checker: health_checker,
             health,
+            _refused_control: refused_control,
+            refused,
             worker_stats,
             counters,
             access_log: access_log_sink,
@@ -333,6 +357,7 @@ impl Server {
         ServerView {
             directory: self.directory.clone(),
             health: self.health.clone(),
+            refused: self.refused.clone(),
             worker_stats: self.counters.clone(),
             endpoint_stats: self.worker_stats.clone(),
             discovery: self.discovery.as_ref().map(DiscoveryHandle::status_reader),
@@ -419,6 +444,8 @@ fn run_worker(
     let WorkerShared {
         directory,
         health,
+        refused,
+        refusals,
         endpoint_stats,
         stats,
         access_log,
@@ -430,7 +457,15 @@ fn run_worker(
         directory,
         health,
         balancer: Balancer::new(config.lb, config.all_unhealthy, index),
-        pool: Pool::new(config.upstream_config()),
+        pool: Pool::with_links(
+            config.upstream_config(),
+            PoolLinks {
+                stats: stats.clone(),
+                refused: refused.clone(),
+                reporter: refusals,
+            },
+        ),
+        refused,
         retries: RetryBudget::new(config.retry_attempts_max, config.retry_budget_percent),
         warm_connections: config.warm_connections,
         endpoint_stats,
