@@ -20,7 +20,7 @@ fn free_addr() -> SocketAddr {
 fn admin(addr: SocketAddr, method: &str, path: &str) -> Response {
     let mut reader = Reader::new(TcpStream::connect(addr).expect("admin listens"));
     reader.write(
-        format!("{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\n\r\n").as_bytes(),
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
     );
     reader.read_response()
 }
