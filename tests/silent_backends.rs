@@ -233,7 +233,11 @@ fn stopped_backend_process_costs_no_hung_call() {
         );
         assert!(statuses.iter().all(|s| [0, 14].contains(s)), "{statuses:?}");
         for i in 0..20 {
-            assert_eq!(call(addr), (0, Some("live".into())), "call {i} after the ejection");
+            assert_eq!(
+                call(addr),
+                (0, Some("live".into())),
+                "call {i} after the ejection"
+            );
         }
         let ejected = |view: &ringway::worker::ServerView| {
             view.endpoint_stats[0]
