@@ -669,10 +669,10 @@ async fn open_or_wait(
         if endpoint.waiting.get() >= core.config.pending_calls_max {
             return Err(Error::PoolExhausted);
         }
-        endpoint.waiting.set(endpoint.waiting.get() + 1);
+        let waiting = Counted::new(&endpoint.waiting);
         let woken =
             monoio::time::timeout_at(wait_deadline.into(), endpoint.changed.notified()).await;
-        endpoint.waiting.set(endpoint.waiting.get() - 1);
+        drop(waiting);
         if woken.is_err() {
             return Err(Error::PendingTimeout);
         }
@@ -695,11 +695,11 @@ async fn connect(core: &Rc<Core>, endpoint: &Rc<EndpointConns>) -> Result<Rc<Con
             return Err(Error::Connect(io::Error::new(kind, cause)));
         }
     }
-    endpoint.connecting.set(endpoint.connecting.get() + 1);
+    // Whatever happens, even the caller being dropped mid-connect, waiters are woken when this
+    // ends: they may then connect themselves or use the new connection.
+    let connecting = Counted::waking(&endpoint.connecting, &endpoint.changed);
     let result = open(endpoint.addr, &core.config).await;
-    endpoint.connecting.set(endpoint.connecting.get() - 1);
-    // Whatever happened, waiters may now connect themselves or use the new connection.
-    endpoint.changed.notify_waiters();
+    drop(connecting);
     let (send, connection) = match result {
         Ok(pair) => pair,
         Err((failure, e)) => {
@@ -728,6 +728,40 @@ async fn connect(core: &Rc<Core>, endpoint: &Rc<EndpointConns>) -> Result<Rc<Con
         core.clone(),
     ));
     Ok(conn)
+}
+
+/// One unit of a count (connects under way, calls waiting) held across an await. A caller
+/// dropped there (its client left, its deadline passed) gives it back, so the endpoint is never
+/// left believing a connect is under way that no one runs, which would hold every later call in
+/// the queue until its timeout.
+struct Counted<'a> {
+    count: &'a Cell<usize>,
+    /// Woken (all waiters) when the unit is given back.
+    wake: Option<&'a Notify>,
+}
+
+impl<'a> Counted<'a> {
+    fn new(count: &'a Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        Counted { count, wake: None }
+    }
+
+    fn waking(count: &'a Cell<usize>, wake: &'a Notify) -> Self {
+        count.set(count.get() + 1);
+        Counted {
+            count,
+            wake: Some(wake),
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.count.set(self.count.get() - 1);
+        if let Some(wake) = self.wake {
+            wake.notify_waiters();
+        }
+    }
 }
 
 impl EndpointConns {
