@@ -1014,3 +1014,80 @@ async fn keep_alive(mut ping_pong: h2::PingPong, interval: Duration, timeout: Du
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> UpstreamConfig {
+        let ms = Duration::from_millis;
+        UpstreamConfig {
+            connect_timeout: ms(1000),
+            // Far longer than the caller waits: the caller is dropped mid-handshake.
+            handshake_timeout: ms(60_000),
+            tcp_keepalive: None,
+            keepalive_interval: None,
+            keepalive_timeout: ms(1000),
+            stream_window_bytes: 65_535,
+            connection_window_bytes: 65_535,
+            frame_bytes_max: 16_384,
+            connections_per_endpoint_max: 1,
+            pending_calls_max: 8,
+            pending_timeout: ms(60_000),
+            reconnect_backoff: ms(100),
+            reconnect_backoff_max: ms(1000),
+            drain_timeout: ms(1000),
+            outlier: OutlierConfig {
+                consecutive_failures: 5,
+                base_ejection: ms(1000),
+                max_ejection_percent: 50,
+            },
+        }
+    }
+
+    fn request() -> Request<()> {
+        Request::post("http://test/x").body(()).unwrap()
+    }
+
+    /// A caller dropped while its connect waits for the server's SETTINGS (its client left)
+    /// gives back its place: the endpoint does not believe a connect is still under way, and
+    /// a call queued behind it is woken to try for itself.
+    #[test]
+    fn a_caller_dropped_mid_connect_leaves_no_connect_behind() {
+        // Accepts and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let pool = Rc::new(Pool::new(config()));
+            let connecting = || pool.core.endpoint(addr).connecting.get();
+            let queued = {
+                let pool = pool.clone();
+                monoio::spawn(async move {
+                    // Waits behind the first caller's connect (one connection at most).
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    let call = monoio::time::timeout(
+                        Duration::from_millis(200),
+                        pool.start_call(addr, request, true),
+                    );
+                    call.await.is_ok()
+                })
+            };
+            let first = monoio::time::timeout(
+                Duration::from_millis(50),
+                pool.start_call(addr, request, true),
+            )
+            .await;
+            assert!(first.is_err(), "the silent server cannot complete a call");
+            // The queued caller was woken when the first one gave up, and connects itself,
+            // then gives up too when its own timeout drops it.
+            let _ = queued.await;
+            assert_eq!(connecting(), 0);
+            assert_eq!(pool.core.endpoint(addr).waiting.get(), 0);
+        });
+        drop(silent);
+    }
+}
