@@ -125,13 +125,20 @@ fn admin_endpoints_and_access_log() {
         );
 
         // Counters are summed over both workers; endpoint stats are republished within a second.
-        let prometheus = admin(admin_addr, "GET", "/stats/prometheus");
-        assert_eq!(prometheus.status, 200);
-        let text = String::from_utf8(prometheus.body).unwrap();
+        // A call is counted just after its response is written, so the client may see the
+        // answer a moment before the counter moves.
+        let prometheus = || {
+            let response = admin(admin_addr, "GET", "/stats/prometheus");
+            assert_eq!(response.status, 200);
+            String::from_utf8(response.body).unwrap()
+        };
         assert!(
-            text.contains("ringway_calls_total{grpc_status=\"OK\"} 3\n"),
-            "{text}"
+            wait_until(Duration::from_secs(5), || prometheus()
+                .contains("ringway_calls_total{grpc_status=\"OK\"} 3\n")),
+            "{}",
+            prometheus()
         );
+        let text = prometheus();
         assert!(
             text.contains("ringway_downstream_local_responses_total{status=\"415\"} 1\n"),
             "{text}"
