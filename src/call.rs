@@ -38,10 +38,11 @@ use http::{Request, Uri};
 use tracing::debug;
 
 use crate::context::WorkerContext;
+use crate::endpoints::Tried;
 use crate::error::{Error, Side};
 use crate::retry::{retry_safe, retry_same_endpoint, RetryGuard};
 use crate::status::{parse_status, Code};
-use crate::upstream::Call;
+use crate::upstream::{self, Call};
 
 /// The upstream request head of a call. The first attempt takes the translated headers as they
 /// are; a retry (rare) has them translated again rather than every call paying for a copy it
@@ -233,20 +234,26 @@ impl CallState<'_> {
         let replayable = body.complete;
         let end_of_stream = body.complete && body.first.is_empty();
         let mut retry: Option<(SocketAddr, RetryGuard)> = None;
+        let mut tried = Tried::new();
         let mut body = Some(body);
         loop {
-            let avoid = retry.as_ref().map(|(addr, _)| *addr);
-            let (addr, call) = match self.start(request, end_of_stream, avoid).await {
+            let (addr, call) = match self.start(request, end_of_stream, &tried).await {
                 Ok(started) => started,
                 Err((Some(addr), error)) => {
                     self.upstream = Some(addr);
+                    tried.push(addr);
                     self.record(addr, &error);
+                    if self.moves_on(&error, &tried) {
+                        self.context.stats.retries.add(1);
+                        continue;
+                    }
                     retry = Some((addr, self.retry_after(&error, addr, &retry).ok_or(error)?));
                     continue;
                 }
                 Err((None, error)) => return Err(error),
             };
             self.upstream = Some(addr);
+            tried.push(addr);
             let this_body = match &body {
                 Some(b) if replayable => Body {
                     first: b.first.clone(),
@@ -273,6 +280,15 @@ impl CallState<'_> {
                 result => return result,
             }
         }
+    }
+
+    /// Whether an attempt that reached no upstream (refused, timed out, no SETTINGS) moves on to
+    /// an untried endpoint for free: it loaded no backend, and the endpoint that failed is out
+    /// of this worker's rotation now, so the moves are bounded by the set (and by `Tried`).
+    fn moves_on(&self, error: &Error, tried: &Tried) -> bool {
+        upstream::reached_no_upstream(error)
+            && !tried.is_full()
+            && tried.leaves_untried(&self.context.directory.current())
     }
 
     /// Permission to try again after `error` from `addr`: the error must be retry-safe, there
@@ -304,15 +320,15 @@ impl CallState<'_> {
         granted
     }
 
-    /// Pick an endpoint (another than `avoid` when there is one) and start the upstream stream.
+    /// Pick an endpoint (one not in `tried` when there is one) and start the upstream stream.
     /// On failure, the endpoint that failed is returned with the error, for a retry elsewhere.
     async fn start(
         &self,
         request: &CallRequest<'_>,
         end_of_stream: bool,
-        avoid: Option<SocketAddr>,
+        tried: &Tried,
     ) -> Result<(SocketAddr, Call), (Option<SocketAddr>, Error)> {
-        let addr = self.pick(avoid).ok_or((None, Error::NoEndpoint))?;
+        let addr = self.pick(tried).ok_or((None, Error::NoEndpoint))?;
         self.context
             .pool
             .start_call(addr, || request.build(), end_of_stream)
@@ -321,23 +337,23 @@ impl CallState<'_> {
             .map_err(|error| (Some(addr), error))
     }
 
-    /// An eligible endpoint of the current set: passing active health checks and not ejected
-    /// by this worker. The common case, where nothing is unhealthy or ejected, skips the
-    /// per-endpoint checks. The snapshots are read through guards (no reference count bump on
-    /// a shared cache line) and released before the call waits for anything.
-    fn pick(&self, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
+    /// An eligible endpoint of the current set: passing active health checks and available on
+    /// this worker (not refused on any worker, not unreachable here, not ejected); one the call
+    /// has not tried when there is one. The snapshots are read through guards (no reference
+    /// count bump on a shared cache line) and released before the call waits for anything.
+    fn pick(&self, tried: &Tried) -> Option<SocketAddr> {
         let context = self.context;
         let set = context.directory.current();
         context.reconcile(&set);
         let unhealthy = context.health.current_unhealthy();
-        let now = context.pool.any_ejected().then(Instant::now);
+        let refused = context.refused.load();
         let eligible = |addr: SocketAddr| {
             (unhealthy.is_empty() || !unhealthy.contains(&addr))
-                && !now.is_some_and(|now| context.pool.is_ejected(addr, now))
+                && context.pool.available(addr, &refused)
         };
         context
             .balancer
-            .pick(&set, avoid, eligible, |addr| context.pool.in_flight(addr))
+            .pick(&set, tried, eligible, |addr| context.pool.in_flight(addr))
     }
 
     /// Send the body and relay the response of one attempt. `Ok` carries the grpc-status the

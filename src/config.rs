@@ -269,6 +269,17 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_CONNECT_TIMEOUT_MS", default_value_t = 250)]
     pub connect_timeout_ms: u64,
 
+    /// Time after an upstream TCP connect for the server's HTTP/2 SETTINGS; no call is sent on
+    /// the connection before they arrive. Without them the connect counts as failed and calls
+    /// go to another endpoint: a backend that accepts connections but never answers (stopped,
+    /// wedged) costs this once, not a hung call.
+    #[arg(
+        long,
+        env = "RINGWAY_UPSTREAM_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 250
+    )]
+    pub upstream_handshake_timeout_ms: u64,
+
     /// TCP keepalive idle time on upstream connections; 0 = off.
     #[arg(long, env = "RINGWAY_UPSTREAM_TCP_KEEPALIVE_S", default_value_t = 300)]
     pub upstream_tcp_keepalive_s: u64,
@@ -281,7 +292,8 @@ pub struct Config {
     )]
     pub h2_keepalive_interval_ms: u64,
 
-    /// A PING unanswered for this long closes the upstream connection.
+    /// A PING unanswered for this long closes the upstream connection and ejects its endpoint
+    /// (as --outlier-* says; not when --outlier-consecutive-failures is 0).
     #[arg(
         long,
         env = "RINGWAY_H2_KEEPALIVE_TIMEOUT_MS",
@@ -456,8 +468,10 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_HEALTH_CHECK_SERVICE", default_value = "")]
     pub health_check_service: String,
 
-    /// Retries per call of a call the upstream provably did not process (connect failure,
-    /// REFUSED_STREAM, refused by GOAWAY); only these are ever retried, on another endpoint.
+    /// Retries per call of a call an upstream provably did not process (REFUSED_STREAM, refused
+    /// by GOAWAY), on an endpoint the call has not tried when there is one; at most 7. A call
+    /// that reached no upstream (connect refused or timed out, no HTTP/2 SETTINGS) moves on to
+    /// an untried endpoint without counting against this or the budget.
     #[arg(long, env = "RINGWAY_RETRY_ATTEMPTS_MAX", default_value_t = 1)]
     pub retry_attempts_max: u32,
 
@@ -484,6 +498,12 @@ pub struct Config {
     /// Keep it off the public Service: it can fail readiness and start a drain.
     #[arg(long, env = "RINGWAY_ADMIN", default_value = "127.0.0.1:9901", value_parser = parse_admin)]
     pub admin: Admin,
+
+    /// /ready answers 503 while no upstream endpoint can take a call (the set is empty, or every
+    /// endpoint failed health checks, refused connects, is unreachable or ejected), so the pod
+    /// leaves the Service; false keeps /ready about the process alone.
+    #[arg(long, env = "RINGWAY_READY_REQUIRES_UPSTREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ready_requires_upstream: bool,
 
     /// After SIGTERM (or POST /drain), readiness fails and ringway keeps serving this long, so
     /// the load balancer in front stops sending before ringway stops accepting.
@@ -633,6 +653,12 @@ impl Config {
         if !self.health_path.starts_with('/') {
             return Err("--health-path must start with /".into());
         }
+        if self.retry_attempts_max as usize >= crate::endpoints::TRIED_ENDPOINTS_MAX {
+            return Err(format!(
+                "--retry-attempts-max must be below {} (the endpoints one call can remember)",
+                crate::endpoints::TRIED_ENDPOINTS_MAX
+            ));
+        }
         if self.dns_jitter_percent > 100 {
             return Err("--dns-jitter-percent must be within 0..=100".into());
         }
@@ -761,6 +787,7 @@ impl Config {
         let ms = Duration::from_millis;
         UpstreamConfig {
             connect_timeout: ms(self.connect_timeout_ms),
+            handshake_timeout: ms(self.upstream_handshake_timeout_ms),
             tcp_keepalive: (self.upstream_tcp_keepalive_s > 0)
                 .then(|| Duration::from_secs(self.upstream_tcp_keepalive_s)),
             keepalive_interval: (self.h2_keepalive_interval_ms > 0)

@@ -18,6 +18,7 @@ use crate::config::DownstreamLimits;
 use crate::cors::CorsPolicy;
 use crate::endpoints::{Balancer, EndpointDirectory, EndpointSet};
 use crate::health::HealthTable;
+use crate::refused::RefusedTable;
 use crate::retry::RetryBudget;
 use crate::stats::WorkerStats;
 use crate::upstream::{EndpointStats, Pool};
@@ -29,6 +30,8 @@ pub struct WorkerContext {
     pub cors: CorsPolicy,
     pub directory: Arc<EndpointDirectory>,
     pub health: Arc<HealthTable>,
+    /// Endpoints some worker found refusing connects; read per pick with `load()`.
+    pub refused: Arc<RefusedTable>,
     pub balancer: Balancer,
     pub pool: Pool,
     pub retries: RetryBudget,

@@ -95,6 +95,78 @@ pub enum AllUnhealthy {
     Spread,
 }
 
+/// Most endpoints one call remembers having tried. A call moves on after a failure that
+/// proves its request was not processed; `--retry-attempts-max` is capped below this (see
+/// `Config::validate`), and a call that failed to reach this many endpoints stops trying.
+/// 8 addresses are 256 bytes of the call's state, on the stack, never allocated.
+pub const TRIED_ENDPOINTS_MAX: usize = 8;
+
+/// The endpoints a call has tried, in order, so that a retry goes to one it has not.
+///
+/// A fixed array rather than a `Vec`: a call is the hot path and must not allocate, and
+/// `TRIED_ENDPOINTS_MAX` bounds how many endpoints a call may try anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct Tried {
+    addrs: [SocketAddr; TRIED_ENDPOINTS_MAX],
+    len: usize,
+}
+
+impl Tried {
+    pub const fn new() -> Self {
+        Tried {
+            addrs: [SocketAddr::V4(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::UNSPECIFIED,
+                0,
+            )); TRIED_ENDPOINTS_MAX],
+            len: 0,
+        }
+    }
+
+    /// Remember `addr` (once); false when it is not remembered because the set is full.
+    pub fn push(&mut self, addr: SocketAddr) -> bool {
+        if self.contains(addr) {
+            return true;
+        }
+        if self.is_full() {
+            return false;
+        }
+        self.addrs[self.len] = addr;
+        self.len += 1;
+        true
+    }
+
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.as_slice().contains(&addr)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == TRIED_ENDPOINTS_MAX
+    }
+
+    /// Whether `set` has an endpoint this call has not tried.
+    pub fn leaves_untried(&self, set: &EndpointSet) -> bool {
+        set.endpoints.iter().any(|addr| !self.contains(*addr))
+    }
+
+    pub fn as_slice(&self) -> &[SocketAddr] {
+        &self.addrs[..self.len]
+    }
+}
+
+impl Default for Tried {
+    fn default() -> Self {
+        Tried::new()
+    }
+}
+
 /// A worker's endpoint picker. Picks never allocate: they walk the snapshot's list and skip
 /// ineligible endpoints.
 #[derive(Debug)]
@@ -120,27 +192,33 @@ impl Balancer {
     }
 
     /// Pick an endpoint of `set` for which `eligible` holds; `in_flight` gives this worker's
-    /// calls in flight per endpoint (least-request only). When none is eligible, the
-    /// all-unhealthy policy decides. `avoid` is skipped when anything else qualifies.
+    /// calls in flight per endpoint (least-request only). Endpoints in `tried` (those this call
+    /// already tried) are skipped while any other eligible endpoint qualifies; when only tried
+    /// ones do, a tried one is picked again (a stream refused on one connection may succeed on a
+    /// fresh one). When none is eligible, the all-unhealthy policy decides, still preferring an
+    /// untried endpoint.
     pub fn pick(
         &self,
         set: &EndpointSet,
-        avoid: Option<SocketAddr>,
+        tried: &Tried,
         eligible: impl Fn(SocketAddr) -> bool,
         in_flight: impl Fn(SocketAddr) -> usize,
     ) -> Option<SocketAddr> {
-        let candidate = |addr: SocketAddr| Some(addr) != avoid && eligible(addr);
+        let untried = |addr: SocketAddr| !tried.contains(addr);
+        let candidate = |addr: SocketAddr| untried(addr) && eligible(addr);
         if let Some(addr) = self.pick_where(set, &candidate, &in_flight) {
             return Some(addr);
         }
-        if avoid.is_some() {
+        if !tried.is_empty() {
             if let Some(addr) = self.pick_where(set, &|addr| eligible(addr), &in_flight) {
                 return Some(addr);
             }
         }
         match self.all_unhealthy {
             AllUnhealthy::Fail => None,
-            AllUnhealthy::Spread => self.pick_where(set, &|_| true, &in_flight),
+            AllUnhealthy::Spread => self
+                .pick_where(set, &untried, &in_flight)
+                .or_else(|| self.pick_where(set, &|_| true, &in_flight)),
         }
     }
 
@@ -208,6 +286,14 @@ mod tests {
         assert_eq!(dir.snapshot().endpoints, vec![addr(4)]);
     }
 
+    fn tried(last: &[u8]) -> Tried {
+        let mut tried = Tried::new();
+        for l in last {
+            assert!(tried.push(addr(*l)));
+        }
+        tried
+    }
+
     fn set(last: &[u8]) -> EndpointSet {
         EndpointSet {
             generation: 1,
@@ -218,7 +304,7 @@ mod tests {
     fn counts(balancer: &Balancer, set: &EndpointSet, calls: usize) -> Vec<usize> {
         let mut counts = vec![0; set.endpoints.len()];
         for _ in 0..calls {
-            let a = balancer.pick(set, None, |_| true, |_| 0).unwrap();
+            let a = balancer.pick(set, &Tried::new(), |_| true, |_| 0).unwrap();
             counts[set.endpoints.iter().position(|e| *e == a).unwrap()] += 1;
         }
         counts
@@ -229,7 +315,7 @@ mod tests {
         let set = set(&[2, 3, 4]);
         let w0 = Balancer::new(LbPolicy::RoundRobin, AllUnhealthy::Fail, 0);
         let w1 = Balancer::new(LbPolicy::RoundRobin, AllUnhealthy::Fail, 1);
-        let first = |b: &Balancer| b.pick(&set, None, |_| true, |_| 0);
+        let first = |b: &Balancer| b.pick(&set, &Tried::new(), |_| true, |_| 0);
         assert_ne!(first(&w0), first(&w1));
         assert_eq!(counts(&w0, &set, 300), [100, 100, 100]);
     }
@@ -252,7 +338,12 @@ mod tests {
         let busy = addr(2);
         let picks = (0..1000)
             .filter(|_| {
-                balancer.pick(&set, None, |_| true, |a| usize::from(a == busy) * 10) == Some(busy)
+                balancer.pick(
+                    &set,
+                    &Tried::new(),
+                    |_| true,
+                    |a| usize::from(a == busy) * 10,
+                ) == Some(busy)
             })
             .count();
         // Busy is chosen only when both random choices land on it: about a quarter of picks.
@@ -270,13 +361,13 @@ mod tests {
             let fail = Balancer::new(policy, AllUnhealthy::Fail, 0);
             for _ in 0..50 {
                 assert_eq!(
-                    fail.pick(&set, None, |a| a == addr(3), |_| 0),
+                    fail.pick(&set, &Tried::new(), |a| a == addr(3), |_| 0),
                     Some(addr(3))
                 );
             }
-            assert_eq!(fail.pick(&set, None, |_| false, |_| 0), None);
+            assert_eq!(fail.pick(&set, &Tried::new(), |_| false, |_| 0), None);
             let spread = Balancer::new(policy, AllUnhealthy::Spread, 0);
-            assert!(spread.pick(&set, None, |_| false, |_| 0).is_some());
+            assert!(spread.pick(&set, &Tried::new(), |_| false, |_| 0).is_some());
         }
     }
 
@@ -285,14 +376,66 @@ mod tests {
         let balancer = Balancer::new(LbPolicy::RoundRobin, AllUnhealthy::Fail, 0);
         for _ in 0..10 {
             assert_eq!(
-                balancer.pick(&set(&[2, 3]), Some(addr(2)), |_| true, |_| 0),
+                balancer.pick(&set(&[2, 3]), &tried(&[2]), |_| true, |_| 0),
                 Some(addr(3))
             );
         }
         assert_eq!(
-            balancer.pick(&set(&[2]), Some(addr(2)), |_| true, |_| 0),
+            balancer.pick(&set(&[2]), &tried(&[2]), |_| true, |_| 0),
             Some(addr(2))
         );
-        assert_eq!(balancer.pick(&set(&[]), None, |_| true, |_| 0), None);
+        assert_eq!(
+            balancer.pick(&set(&[]), &Tried::new(), |_| true, |_| 0),
+            None
+        );
+    }
+
+    #[test]
+    fn every_tried_endpoint_is_skipped_while_an_untried_one_qualifies() {
+        let set = set(&[2, 3, 4, 5]);
+        for policy in [
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+            LbPolicy::LeastRequest,
+        ] {
+            for all_unhealthy in [AllUnhealthy::Fail, AllUnhealthy::Spread] {
+                let balancer = Balancer::new(policy, all_unhealthy, 0);
+                for _ in 0..50 {
+                    let picked = balancer.pick(&set, &tried(&[2, 3, 5]), |_| true, |_| 0);
+                    assert_eq!(picked, Some(addr(4)), "{policy:?}");
+                }
+                // 4 is untried but not eligible: a tried eligible one is better than nothing.
+                let picked = balancer.pick(&set, &tried(&[2, 3, 5]), |a| a != addr(4), |_| 0);
+                assert!(
+                    picked.is_some_and(|a| a != addr(4)),
+                    "{policy:?}: {picked:?}"
+                );
+                // Nothing eligible: the policy decides, preferring the untried endpoint.
+                let picked = balancer.pick(&set, &tried(&[2, 3, 5]), |_| false, |_| 0);
+                match all_unhealthy {
+                    AllUnhealthy::Fail => assert_eq!(picked, None),
+                    AllUnhealthy::Spread => assert_eq!(picked, Some(addr(4))),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tried_is_bounded_and_remembers_each_address_once() {
+        let mut tried = Tried::new();
+        assert!(tried.is_empty() && !tried.leaves_untried(&set(&[])));
+        assert!(tried.leaves_untried(&set(&[2])));
+        assert!(tried.push(addr(2)) && tried.push(addr(2)));
+        assert_eq!(tried.as_slice(), [addr(2)]);
+        assert!(!tried.leaves_untried(&set(&[2])));
+        for last in 3..3 + TRIED_ENDPOINTS_MAX as u8 - 1 {
+            assert!(tried.push(addr(last)));
+        }
+        assert!(tried.is_full());
+        assert!(!tried.push(addr(200)), "a full set remembers nothing more");
+        assert!(!tried.contains(addr(200)));
+        assert_eq!(tried.len(), TRIED_ENDPOINTS_MAX);
+        let v6 = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9000));
+        assert!(!tried.contains(v6));
     }
 }

@@ -26,6 +26,7 @@ pub mod grpc_web;
 pub mod health;
 pub mod http1;
 pub mod log;
+pub mod refused;
 pub mod retry;
 pub mod server;
 pub mod stats;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryStatus, StatusReader};
 use crate::endpoints::EndpointDirectory;
 use crate::health::{self, HealthChecker, HealthTable};
+use crate::refused::{self, RefusedControl, RefusedTable};
 use crate::stats::WorkerStats;
 use crate::tls::{ConfigHandle, Reloader, TlsSettings};
 use crate::upstream::EndpointStats;
@@ -31,6 +32,7 @@ use crate::worker::{self, ResolvedDriver, WorkerListeners, WorkerShared};
 pub struct ServerView {
     pub directory: Arc<EndpointDirectory>,
     pub health: Arc<HealthTable>,
+    pub refused: Arc<RefusedTable>,
     pub worker_stats: Vec<Arc<WorkerStats>>,
     pub endpoint_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
     pub discovery: Option<StatusReader>,
@@ -54,6 +56,9 @@ pub struct Server {
     /// Active health checks, when on; dropping it stops them.
     _health_checker: Option<HealthChecker>,
     health: Arc<HealthTable>,
+    /// Shares refused connects between workers; dropping it stops its thread.
+    _refused_control: RefusedControl,
+    refused: Arc<RefusedTable>,
     /// Each worker's latest per-endpoint view (republished about every second).
     worker_stats: Vec<Arc<ArcSwap<Vec<EndpointStats>>>>,
     counters: Vec<Arc<WorkerStats>>,
@@ -111,6 +116,14 @@ impl Server {
             health.clone(),
             config.upstream_config(),
         )?;
+        let refused = Arc::new(RefusedTable::default());
+        let refused_control = refused::spawn(
+            directory.clone(),
+            refused.clone(),
+            discovery
+                .as_ref()
+                .and_then(DiscoveryHandle::refresh_requester),
+        )?;
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::with_capacity(worker_count);
         let mut worker_stats = Vec::with_capacity(worker_count);
@@ -135,6 +148,8 @@ impl Server {
             let shared = WorkerShared {
                 directory: directory.clone(),
                 health: health.clone(),
+                refused: refused.clone(),
+                refusals: refused_control.reporter(),
                 endpoint_stats,
                 stats,
                 access_log: access_log_sink.clone(),
@@ -170,6 +185,8 @@ impl Server {
             discovery,
             _health_checker: health_checker,
             health,
+            _refused_control: refused_control,
+            refused,
             worker_stats,
             counters,
             access_log: access_log_sink,
@@ -202,6 +219,7 @@ impl Server {
         ServerView {
             directory: self.directory.clone(),
             health: self.health.clone(),
+            refused: self.refused.clone(),
             worker_stats: self.counters.clone(),
             endpoint_stats: self.worker_stats.clone(),
             discovery: self.discovery.as_ref().map(DiscoveryHandle::status_reader),

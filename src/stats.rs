@@ -67,6 +67,12 @@ pub struct WorkerStats {
     /// RST_STREAM and GOAWAY frames sent to clients, by error code (RFC 9113 §7; 0..=13).
     http2_resets_sent: [Counter; H2_REASONS],
     http2_goaways_sent: [Counter; H2_REASONS],
+    /// Upstream connects refused (ECONNREFUSED: nothing listens on the endpoint's port).
+    pub upstream_connects_refused: Counter,
+    /// Upstream connections whose server sent no HTTP/2 SETTINGS within the handshake timeout.
+    pub upstream_handshake_timeouts: Counter,
+    /// Upstream connections closed because a keepalive PING went unanswered.
+    pub upstream_keepalive_timeouts: Counter,
     calls_by_status: [Counter; GRPC_CODES],
     local_http: [Counter; LOCAL_HTTP_STATUSES.len()],
     duration_buckets: [Counter; DURATION_BUCKETS_US.len()],
@@ -234,6 +240,9 @@ pub struct Totals {
     pub http2_goaways_sent: [u64; H2_REASONS],
     /// The TLS counters by name, in [`TlsStats::each`]'s order.
     pub tls: [(&'static str, u64); TLS_COUNTERS],
+    pub upstream_connects_refused: u64,
+    pub upstream_handshake_timeouts: u64,
+    pub upstream_keepalive_timeouts: u64,
     pub calls_by_status: [u64; GRPC_CODES],
     pub local_http: [u64; LOCAL_HTTP_STATUSES.len()],
     /// Per bucket, not cumulative.
@@ -264,6 +273,9 @@ impl Totals {
             for (total, (name, n)) in t.tls.iter_mut().zip(w.tls.each()) {
                 *total = (name, total.1 + n);
             }
+            t.upstream_connects_refused += w.upstream_connects_refused.get();
+            t.upstream_handshake_timeouts += w.upstream_handshake_timeouts.get();
+            t.upstream_keepalive_timeouts += w.upstream_keepalive_timeouts.get();
             add_all(&mut t.calls_by_status, &w.calls_by_status);
             add_all(&mut t.local_http, &w.local_http);
             add_all(&mut t.duration_buckets, &w.duration_buckets);
@@ -325,6 +337,21 @@ impl Totals {
             let _ = writeln!(out, "calls.grpc_status.{name}: {n}");
         }
         let _ = writeln!(out, "calls.retries: {}", self.retries);
+        let _ = writeln!(
+            out,
+            "upstream.connects_refused: {}",
+            self.upstream_connects_refused
+        );
+        let _ = writeln!(
+            out,
+            "upstream.handshake_timeouts: {}",
+            self.upstream_handshake_timeouts
+        );
+        let _ = writeln!(
+            out,
+            "upstream.keepalive_timeouts: {}",
+            self.upstream_keepalive_timeouts
+        );
         let mean_us = self
             .duration_sum_us
             .checked_div(self.duration_count)
@@ -404,6 +431,24 @@ impl Totals {
             "counter",
             "Calls retried because the upstream did not process them.",
             self.retries,
+        );
+        metric(
+            "ringway_upstream_connects_refused_total",
+            "counter",
+            "Upstream connects refused: nothing listens on the endpoint's port.",
+            self.upstream_connects_refused,
+        );
+        metric(
+            "ringway_upstream_handshake_timeouts_total",
+            "counter",
+            "Upstream connections whose server sent no HTTP/2 SETTINGS in time.",
+            self.upstream_handshake_timeouts,
+        );
+        metric(
+            "ringway_upstream_keepalive_timeouts_total",
+            "counter",
+            "Upstream connections closed because a keepalive PING went unanswered.",
+            self.upstream_keepalive_timeouts,
         );
         metric(
             "ringway_access_log_lines_dropped_total",

@@ -27,16 +27,20 @@ use crate::context::{ActiveConnection, WorkerContext};
 use crate::downstream;
 use crate::endpoints::{Balancer, EndpointDirectory};
 use crate::health::HealthTable;
+use crate::refused::{self, RefusedTable};
 use crate::retry::RetryBudget;
 use crate::stats::WorkerStats;
 use crate::tls::Acceptor;
-use crate::upstream::{EndpointStats, Pool};
+use crate::upstream::{EndpointStats, Pool, PoolLinks};
 
 /// What a worker shares with the rest of the process: read-only snapshots it reads, and the
 /// one it publishes.
 pub struct WorkerShared {
     pub directory: Arc<EndpointDirectory>,
     pub health: Arc<HealthTable>,
+    /// Endpoints some worker found refusing connects, and where to report new refusals.
+    pub refused: Arc<RefusedTable>,
+    pub refusals: refused::Reporter,
     pub endpoint_stats: Arc<ArcSwap<Vec<EndpointStats>>>,
     pub stats: Arc<WorkerStats>,
     pub access_log: Option<Sink>,
@@ -118,6 +122,8 @@ fn run(
     let WorkerShared {
         directory,
         health,
+        refused,
+        refusals,
         endpoint_stats,
         stats,
         access_log,
@@ -129,7 +135,15 @@ fn run(
         directory,
         health,
         balancer: Balancer::new(config.lb, config.all_unhealthy, index),
-        pool: Pool::new(config.upstream_config()),
+        pool: Pool::with_links(
+            config.upstream_config(),
+            PoolLinks {
+                stats: stats.clone(),
+                refused: refused.clone(),
+                reporter: refusals,
+            },
+        ),
+        refused,
         retries: RetryBudget::new(config.retry_attempts_max, config.retry_budget_percent),
         warm_connections: config.warm_connections,
         endpoint_stats,
@@ -277,7 +291,9 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 async fn housekeeping(context: Rc<WorkerContext>) {
     for tick in 0u64.. {
         context.timers.fire_expired(Instant::now());
-        context.reconcile(&context.directory.current());
+        let set = context.directory.current();
+        context.reconcile(&set);
+        context.pool.housekeeping(&set);
         if tick % 4 == 0 {
             context.endpoint_stats.store(Arc::new(context.pool.stats()));
         }

@@ -66,11 +66,13 @@ fn active_checks_take_a_dead_endpoint_out_and_bring_it_back() {
     }
 }
 
+/// Calls answered UNAVAILABLE in a row eject the endpoint: round robin sends every other call
+/// to the failing one until its third failure, then none.
 #[test]
-fn a_killed_endpoint_is_ejected_after_consecutive_failures() {
+fn a_failing_endpoint_is_ejected_after_consecutive_failures() {
     for_each_driver(|driver| {
         let a = start_backend_with("127.0.0.2:0", "a", |_| {});
-        let b = start_backend_with("127.0.0.3:0", "b", |_| {});
+        let b = start_backend_with("127.0.0.3:0", "b", |c| c.error_rate = 1.0);
         let proxy = start_proxy(
             driver,
             &[a.local_addr(), b.local_addr()],
@@ -79,19 +81,45 @@ fn a_killed_endpoint_is_ejected_after_consecutive_failures() {
                 "3",
                 "--outlier-base-ejection-ms",
                 "60000",
-                // Without retries every call to the dead endpoint fails, so failures are
-                // countable; with them (the default) the client would not see any.
-                "--retry-attempts-max",
-                "0",
             ],
         );
         let addr = proxy.local_addr();
-        b.kill();
         let statuses: Vec<u32> = (0..40).map(|_| call(addr).0).collect();
         let failures = statuses.iter().filter(|s| **s != 0).count();
-        // Round robin sends every other call to b until it is ejected after 3 failures.
+        // A processed call is never retried, so every call b answers reaches the client.
         assert_eq!(failures, 3, "{statuses:?}");
         assert!(statuses[10..].iter().all(|s| *s == 0), "{statuses:?}");
+        assert_eq!(b.stats().calls_started, 3);
+    });
+}
+
+/// A refused connect is conclusive: the call moves on to the other endpoint without spending a
+/// retry (none is allowed here), and the dead endpoint is out of rotation at once, so no call
+/// fails and it is tried once, not every other call.
+#[test]
+fn a_killed_endpoint_costs_no_call_even_without_retries() {
+    for_each_driver(|driver| {
+        let a = start_backend_with("127.0.0.2:0", "a", |_| {});
+        let b = start_backend_with("127.0.0.3:0", "b", |_| {});
+        let proxy = start_proxy(
+            driver,
+            &[a.local_addr(), b.local_addr()],
+            // Long backoff: housekeeping's probes of the dead endpoint stay out of the count.
+            &[
+                "--retry-attempts-max",
+                "0",
+                "--reconnect-backoff-ms",
+                "60000",
+            ],
+        );
+        let addr = proxy.local_addr();
+        assert_eq!(call(addr).0, 0);
+        b.kill();
+        for i in 0..40 {
+            assert_eq!(call(addr), (0, Some("a".into())), "call {i}");
+        }
+        let refused = proxy.view().worker_stats[0].upstream_connects_refused.get();
+        assert_eq!(refused, 1, "the dead endpoint was tried more than once");
     });
 }
 
@@ -111,13 +139,13 @@ fn killed_endpoint_costs_no_failed_call_with_retries() {
 }
 
 /// With every endpoint ejected, `fail` answers UNAVAILABLE without trying, and `spread` tries
-/// anyway, which succeeds once the endpoint is back.
+/// anyway, which succeeds once the endpoint is healthy again.
 #[test]
 fn all_unhealthy_policy_is_explicit() {
     for policy in ["fail", "spread"] {
         for_each_driver(|driver| {
-            let backend = start_backend_with("127.0.0.2:0", "a", |_| {});
-            let backend_addr = backend.local_addr();
+            let failing = start_backend_with("127.0.0.2:0", "a", |c| c.error_rate = 1.0);
+            let backend_addr = failing.local_addr();
             let proxy = start_proxy(
                 driver,
                 &[backend_addr],
@@ -135,12 +163,11 @@ fn all_unhealthy_policy_is_explicit() {
                 ],
             );
             let addr = proxy.local_addr();
-            backend.kill();
             assert_eq!(call(addr).0, 14);
             assert_eq!(call(addr).0, 14);
-            // Ejected now; the endpoint comes back.
+            // Ejected now; a healthy server takes the address over.
+            failing.kill();
             let backend = start_backend_with(&backend_addr.to_string(), "a", |_| {});
-            std::thread::sleep(Duration::from_millis(5));
             let response = roundtrip(addr, &grpc_web_request(UNARY, &[], &grpc_frame(b"hi")));
             match policy {
                 "fail" => {

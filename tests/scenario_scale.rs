@@ -100,11 +100,11 @@ fn a_proxy_pinning_every_call_to_one_pod_fails_the_balance_check() {
 
 #[test]
 fn a_proxy_that_never_re_resolves_drops_calls_during_the_scale_down() {
-    // The first three pods as static upstreams, no retries: the new pods are never used and
-    // calls keep going to pod-3 after it leaves DNS and shuts down.
+    // pod-3 as the only, static upstream: the new pods are never used, and once pod-3 leaves
+    // DNS and shuts down there is nowhere else to go. (With the first three pods, ringway would
+    // move the calls pod-3 refuses to the other two and drop none.)
     let template = format!(
-        "exec {} --listen {{listen}} --upstream 127.0.0.2:{{port}},127.0.0.3:{{port}},127.0.0.4:{{port}} \
-         --retry-attempts-max 0 --workers 1 --admin off",
+        "exec {} --listen {{listen}} --upstream 127.0.0.4:{{port}} --workers 1 --admin off",
         ringway_bin().display()
     );
     let config = short_scenario(ProxyKind::Cmd { template }, "static");

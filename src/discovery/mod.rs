@@ -14,7 +14,10 @@
 //! - only an authoritative answer with no addresses (NXDOMAIN for every candidate, or NODATA)
 //!   empties the set at once, so calls fail fast with UNAVAILABLE instead of going to old pods;
 //! - queries rotate their starting nameserver, so one dead server costs one timeout now and then,
-//!   not one on every refresh.
+//!   not one on every refresh;
+//! - a connect refused by an endpoint in the set (reported by [`crate::refused`]) brings its
+//!   target's next resolve forward, to at most one a second per target: a pod that stopped
+//!   listening has usually been deleted, so its record is gone before the next scheduled refresh.
 //!
 //! Layout: [`resolv_conf`] (parser and candidate names), [`message`] (query encoding and reply
 //! validation), [`state`] (per-target state, stale bound, refresh delays) are sans-IO;
@@ -335,6 +338,8 @@ pub struct TargetStatus {
     pub consecutive_failures: u32,
     /// Serving the last good set while resolution fails.
     pub stale: bool,
+    /// Resolves brought forward because an endpoint of this target refused a connect.
+    pub early_refreshes: u64,
 }
 
 /// Discovery as the admin page shows it: one immutable snapshot, replaced after each change.
@@ -361,8 +366,28 @@ impl StatusReader {
 pub struct DiscoveryHandle {
     status: StatusReader,
     cancel: Arc<AtomicBool>,
-    stop: Option<mpsc::Sender<()>>,
+    wake: Option<mpsc::Sender<Wake>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What wakes the discovery thread before its next refresh is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Stop,
+    /// A connect to this endpoint was refused: re-resolve its target early.
+    Refused(SocketAddr),
+}
+
+/// Asks the discovery thread for early re-resolves; held by the control plane's refusal
+/// tracker ([`crate::refused`]). Sending never waits.
+#[derive(Debug, Clone)]
+pub struct RefreshRequester(mpsc::Sender<Wake>);
+
+impl RefreshRequester {
+    /// `addr` refused a connect: resolve the targets it came from again, soon.
+    pub fn endpoint_refused(&self, addr: SocketAddr) {
+        let _ = self.0.send(Wake::Refused(addr));
+    }
 }
 
 impl DiscoveryHandle {
@@ -375,14 +400,21 @@ impl DiscoveryHandle {
         self.status.clone()
     }
 
+    /// A way to ask for early re-resolves; `None` when every target is static (no thread).
+    pub fn refresh_requester(&self) -> Option<RefreshRequester> {
+        self.wake.clone().map(RefreshRequester)
+    }
+
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
     fn stop_and_join(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
-        // Dropping the sender wakes the thread's `recv_timeout` with `Disconnected`.
-        self.stop.take();
+        // An explicit message, since requesters may still hold senders of the same channel.
+        if let Some(wake) = self.wake.take() {
+            let _ = wake.send(Wake::Stop);
+        }
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 error!("discovery thread panicked");
@@ -417,19 +449,19 @@ pub fn spawn(
         return Ok(DiscoveryHandle {
             status,
             cancel,
-            stop: None,
+            wake: None,
             thread: None,
         });
     }
-    let (stop_tx, stop_rx) = mpsc::channel();
+    let (wake_tx, wake_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("ringway-discovery".into())
-        .spawn(move || control.run(&stop_rx, &ready_tx))?;
+        .spawn(move || control.run(&wake_rx, &ready_tx))?;
     let handle = DiscoveryHandle {
         status,
         cancel,
-        stop: Some(stop_tx),
+        wake: Some(wake_tx),
         thread: Some(thread),
     };
     if ready_rx.recv_timeout(config.startup_timeout).is_err() {
@@ -464,6 +496,9 @@ struct DnsTarget {
     state: TargetState,
     resolved_name: Option<String>,
     due: Instant,
+    /// When the last resolve began, which spaces early re-resolves.
+    last_resolve: Option<Instant>,
+    early_refreshes: u64,
 }
 
 #[derive(Debug)]
@@ -507,6 +542,8 @@ impl Control {
                     state: TargetState::default(),
                     resolved_name: None,
                     due: now,
+                    last_resolve: None,
+                    early_refreshes: 0,
                 }),
             })
             .collect();
@@ -544,7 +581,7 @@ impl Control {
         self.entries.iter().any(|e| matches!(e, Entry::Dns(_)))
     }
 
-    fn run(mut self, stop: &mpsc::Receiver<()>, ready: &mpsc::SyncSender<()>) {
+    fn run(mut self, wake: &mpsc::Receiver<Wake>, ready: &mpsc::SyncSender<()>) {
         self.refresh_due(Instant::now());
         // Publish even when no target changed, so the directory holds exactly the union of the
         // targets (static ones included) from the first round on.
@@ -552,10 +589,11 @@ impl Control {
         let _ = ready.try_send(());
         loop {
             let wait = self.next_wake().saturating_duration_since(Instant::now());
-            match stop.recv_timeout(wait) {
+            match wake.recv_timeout(wait) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(Wake::Refused(addr)) => self.endpoint_refused(addr, Instant::now()),
                 // A stop message or the handle gone: either way, stop.
-                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             let now = Instant::now();
             self.expire_stale(now);
@@ -578,6 +616,23 @@ impl Control {
             })
             .min()
             .unwrap_or_else(|| Instant::now() + self.policy.refresh_interval)
+    }
+
+    /// Bring forward the next resolve of every DNS target that `addr` came from.
+    fn endpoint_refused(&mut self, addr: SocketAddr, now: Instant) {
+        for entry in &mut self.entries {
+            let Entry::Dns(target) = entry else {
+                continue;
+            };
+            if target.port != addr.port() || !target.state.addresses.contains(&addr.ip()) {
+                continue;
+            }
+            if let Some(at) = state::early_refresh_at(now, target.last_resolve, target.due) {
+                debug!(host = %target.host, endpoint = %addr, "endpoint refused a connect; re-resolving early");
+                target.due = at;
+                target.early_refreshes += 1;
+            }
+        }
     }
 
     fn refresh_due(&mut self, now: Instant) {
@@ -607,7 +662,8 @@ impl Control {
             attempts: self.attempts.unwrap_or(conf.attempts),
         };
         let candidates = resolv_conf::candidates(&target.host, conf);
-        let deadline = Instant::now() + self.resolve_timeout;
+        let started = Instant::now();
+        let deadline = started + self.resolve_timeout;
         let result = self.resolver.resolve(
             &candidates,
             self.family.record_types(),
@@ -618,6 +674,7 @@ impl Control {
         let Entry::Dns(target) = &mut self.entries[index] else {
             return;
         };
+        target.last_resolve = Some(started);
         let outcome = match result {
             Ok(Resolution::Addresses { name, ips, ttl_s }) => {
                 debug!(host = %target.host, %name, addresses = ips.len(), ttl_s, "resolved");
@@ -712,6 +769,7 @@ impl Control {
                     last_error: None,
                     consecutive_failures: 0,
                     stale: false,
+                    early_refreshes: 0,
                 },
                 Entry::Dns(t) => TargetStatus {
                     target: UpstreamTarget::Name {
@@ -725,6 +783,7 @@ impl Control {
                     last_error: t.state.last_error.clone(),
                     consecutive_failures: t.state.consecutive_failures,
                     stale: t.state.is_stale(),
+                    early_refreshes: t.early_refreshes,
                 },
             })
             .collect();

@@ -17,6 +17,24 @@ pub const DELAY_MIN: Duration = Duration::from_millis(10);
 /// Quick first retries shorten the time spent serving stale data after a single lost packet.
 pub const FAILURE_RETRY_FIRST: Duration = Duration::from_millis(250);
 
+/// Shortest time between two resolves of one target when the earlier one was asked for by a
+/// refused connect ([`early_refresh_at`]): a scale-down refuses many connects at once, and one
+/// query soon after it tells everything a burst of them would.
+pub const EARLY_REFRESH_SPACING_MIN: Duration = Duration::from_millis(1000);
+
+/// When a target should be re-resolved after one of its endpoints refused a connect at `now`:
+/// at once, or `EARLY_REFRESH_SPACING_MIN` after the last resolve began (`last_resolve`),
+/// whichever is later. `None` when the resolve already due (`due`) comes no later than that,
+/// so a burst of refusals moves the next resolve at most once.
+pub fn early_refresh_at(
+    now: Instant,
+    last_resolve: Option<Instant>,
+    due: Instant,
+) -> Option<Instant> {
+    let at = last_resolve.map_or(now, |last| (last + EARLY_REFRESH_SPACING_MIN).max(now));
+    (at < due).then_some(at)
+}
+
 /// How often to refresh, and how long stale data may be served.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefreshPolicy {
@@ -355,6 +373,26 @@ mod tests {
         assert_eq!(
             state.next_delay(&failed(), &p, 0.0),
             Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn refusals_move_the_next_resolve_earlier_at_most_to_the_spacing() {
+        let now = Instant::now();
+        let due = now + Duration::from_secs(5);
+        assert_eq!(early_refresh_at(now, None, due), Some(now));
+        let long_ago = now - Duration::from_secs(3);
+        assert_eq!(early_refresh_at(now, Some(long_ago), due), Some(now));
+        let just_now = now - Duration::from_millis(200);
+        assert_eq!(
+            early_refresh_at(now, Some(just_now), due),
+            Some(just_now + EARLY_REFRESH_SPACING_MIN)
+        );
+        // Already due sooner (the first refusal of the burst moved it): nothing to do.
+        assert_eq!(early_refresh_at(now, Some(just_now), now), None);
+        assert_eq!(
+            early_refresh_at(now, Some(just_now), just_now + EARLY_REFRESH_SPACING_MIN),
+            None
         );
     }
 }

@@ -34,13 +34,24 @@ pub fn start_proxy(driver: &str, upstreams: &[SocketAddr], extra: &[&str]) -> Se
 /// Like [`start_proxy`], with upstream targets as text, so names (`user-service:9001`, resolved
 /// by DNS discovery) may be given as well as addresses.
 pub fn start_proxy_targets(driver: &str, upstreams: &[&str], extra: &[&str]) -> Server {
+    start_proxy_workers(driver, upstreams, 1, extra)
+}
+
+/// Like [`start_proxy_targets`], with `workers` workers.
+pub fn start_proxy_workers(
+    driver: &str,
+    upstreams: &[&str],
+    workers: usize,
+    extra: &[&str],
+) -> Server {
     let upstream = upstreams.join(",");
+    let workers = workers.to_string();
     let mut args = vec![
         "ringway",
         "--listen",
         "127.0.0.1:0",
         "--workers",
-        "1",
+        &workers,
         "--io-driver",
         driver,
         "--upstream",
