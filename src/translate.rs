@@ -101,6 +101,21 @@ pub fn http1_uri_with_path(head: &RequestHead, path: Bytes) -> Result<Uri, Error
 /// The upstream URI of an HTTP/2 request: `http://<:authority><:path>`, with `Host` standing in
 /// for a missing `:authority` (RFC 9113 §8.3.1).
 pub fn h2_uri(uri: &Uri, headers: &HeaderMap) -> Result<Uri, Error> {
+    let path = uri
+        .path_and_query()
+        .filter(|p| p.as_str().starts_with('/'))
+        .cloned()
+        .ok_or_else(|| malformed("bad :path"))?;
+    h2_uri_from(uri, headers, path)
+}
+
+/// [`h2_uri`] with `path` as the `:path` (a Connect GET's target without its query).
+pub fn h2_uri_with_path(uri: &Uri, headers: &HeaderMap, path: Bytes) -> Result<Uri, Error> {
+    let path = PathAndQuery::from_maybe_shared(path).map_err(|_| malformed("bad :path"))?;
+    h2_uri_from(uri, headers, path)
+}
+
+fn h2_uri_from(uri: &Uri, headers: &HeaderMap, path: PathAndQuery) -> Result<Uri, Error> {
     let authority = match uri.authority() {
         Some(authority) => authority.clone(),
         None => {
@@ -111,11 +126,6 @@ pub fn h2_uri(uri: &Uri, headers: &HeaderMap) -> Result<Uri, Error> {
                 .map_err(|_| malformed("bad host"))?
         }
     };
-    let path = uri
-        .path_and_query()
-        .filter(|p| p.as_str().starts_with('/'))
-        .cloned()
-        .ok_or_else(|| malformed("bad :path"))?;
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(authority);
@@ -131,10 +141,23 @@ pub fn h2_headers(
     upstream_content_type: &HeaderValue,
     deadline: Option<Instant>,
 ) -> HeaderMap {
-    let added = 2 + usize::from(deadline.is_some());
-    let mut upstream = HeaderMap::with_capacity(headers.len() + added);
+    h2_headers_with(headers, upstream_content_type, deadline, |_| false, &[])
+}
+
+/// [`h2_headers`] for a protocol that drops more of the client's headers (`also_dropped`)
+/// and adds its own (`added`).
+pub fn h2_headers_with(
+    headers: &HeaderMap,
+    upstream_content_type: &HeaderValue,
+    deadline: Option<Instant>,
+    also_dropped: impl Fn(&[u8]) -> bool,
+    added: &[(HeaderName, HeaderValue)],
+) -> HeaderMap {
+    let adding = 2 + usize::from(deadline.is_some()) + added.len();
+    let mut upstream = HeaderMap::with_capacity(headers.len() + adding);
     for (name, value) in headers {
-        if !is_dropped_request_header(name.as_str().as_bytes()) {
+        let name_bytes = name.as_str().as_bytes();
+        if !is_dropped_request_header(name_bytes) && !also_dropped(name_bytes) {
             upstream.append(name.clone(), value.clone());
         }
     }
@@ -142,6 +165,9 @@ pub fn h2_headers(
     upstream.insert(header::TE, HeaderValue::from_static("trailers"));
     if let Some(deadline) = deadline {
         upstream.insert("grpc-timeout", grpc_timeout_value(deadline, Instant::now()));
+    }
+    for (name, value) in added {
+        upstream.insert(name.clone(), value.clone());
     }
     upstream
 }

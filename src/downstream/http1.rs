@@ -24,7 +24,8 @@ use http::header::{HeaderName, HeaderValue};
 use monoio::buf::IoBufMut;
 use tracing::debug;
 
-use super::http1_exchange::{ConnectSide, H1Exchange, ReplyTo};
+use super::connect_side::ConnectSide;
+use super::http1_exchange::{H1Exchange, ReplyTo};
 use crate::access_log;
 use crate::call::{self, Body, CallRequest, End, Outcome};
 use crate::coarse_timer::CoarseTimer;

@@ -12,12 +12,10 @@ use bytes::Bytes;
 use http::header::HeaderMap;
 use http::response::Parts;
 
+use super::connect_side::ConnectSide;
 use super::http1::{write_connection_header, Connection};
 use crate::call::{BodyPiece, ClientEvent, Downstream, End};
-use crate::connect::{
-    self,
-    adapter::{Reply, ReplyOut, RequestBody},
-};
+use crate::connect::{self, adapter::ReplyOut};
 use crate::error::Error;
 use crate::grpc_web::{is_forwardable_response_header, WebReply};
 use crate::http1::{
@@ -54,32 +52,6 @@ pub(super) struct H1Exchange<'c, S> {
     watch: Watch,
     /// A response head with a body to follow was written.
     streamed: bool,
-}
-
-/// A Connect call's side of the exchange: its request body translation and its reply.
-pub(super) struct ConnectSide {
-    pub body: RequestBody,
-    pub reply: Reply,
-    /// The response's end, decided when the upstream's bytes broke the call.
-    decided: Option<ReplyOut>,
-    /// The response's status, and the Connect code written, for the access log.
-    http_status: u16,
-    code: Code,
-    /// The body was cut off without its last chunk: the connection must close.
-    aborted: bool,
-}
-
-impl ConnectSide {
-    pub fn new(body: RequestBody, reply: Reply) -> Self {
-        ConnectSide {
-            body,
-            reply,
-            decided: None,
-            http_status: 200,
-            code: Code::Ok,
-            aborted: false,
-        }
-    }
 }
 
 /// Watching the client socket during a call.
@@ -351,18 +323,9 @@ impl<S: Transport> Downstream for H1Exchange<'_, S> {
 
     fn data(&mut self, data: Bytes) -> Result<(), Error> {
         if let Some(connect) = &mut self.connect {
-            return match connect.reply.data(data) {
-                Ok(out) => {
-                    self.write_connect(out);
-                    Ok(())
-                }
-                Err(end) => {
-                    connect.decided = Some(end);
-                    Err(Error::UpstreamProtocol(
-                        "the upstream's response cannot be carried by the Connect protocol",
-                    ))
-                }
-            };
+            let out = connect.data(data)?;
+            self.write_connect(out);
+            return Ok(());
         }
         let chunked = self.chunked();
         self.conn.out.body_piece(data, self.text, chunked);
@@ -396,13 +359,7 @@ impl<S: Transport> Downstream for H1Exchange<'_, S> {
 
     fn fail(&mut self, error: &Error, head_sent: bool) -> End {
         if let Some(connect) = &mut self.connect {
-            // A Connect client reads every failure as a Connect error.
-            let out = match connect.decided.take() {
-                Some(decided) => decided,
-                None => connect
-                    .reply
-                    .failed(error.code(), &error.message(), head_sent),
-            };
+            let out = connect.fail(error, head_sent);
             let code = self.write_connect(out);
             return End::Status(code as u32);
         }

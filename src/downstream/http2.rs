@@ -32,10 +32,13 @@ use monoio_compat::StreamWrapper;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
+use super::connect_side::ConnectSide;
 use super::http2_exchange::{H2Exchange, Kind};
 use crate::access_log;
 use crate::call::{self, Body, CallRequest, End};
 use crate::coarse_timer::CoarseTimer;
+use crate::connect::adapter::{Reply as ConnectReply, RequestBody};
+use crate::connect::{self, CallKind, ConnectCall, ConnectError, RequestProtocol};
 use crate::context::WorkerContext;
 use crate::error::Error;
 use crate::frame_watch::{Flood, FrameWatch, SentFrames};
@@ -464,20 +467,21 @@ async fn route(
             local_response(&mut respond, 200, headers, body);
             return;
         }
-        (&Method::POST, Some(ct)) => match grpc_web::classify_content_type(ct.as_bytes()) {
-            Some(web) => {
-                let accept = header_bytes(&parts.headers, "accept");
-                let reply = WebReply::new(&web, accept.as_deref());
-                Kind::Web {
-                    request: web,
-                    reply,
-                    origin,
-                }
+        _ => match classify(parts) {
+            Classified::Kind(kind) => kind,
+            Classified::ConnectRefused(call, error) => {
+                let error = Error::from(error);
+                let mut exchange = H2Exchange::new(
+                    context.clone(),
+                    Kind::Connect { call, origin },
+                    body,
+                    respond,
+                );
+                log.grpc_status = exchange.refuse(&error, started).await;
+                log.http_status = exchange.http_status();
+                return;
             }
-            None if grpc_web::is_native_grpc(ct.as_bytes()) => Kind::Native {
-                content_type: ct.clone(),
-            },
-            None => {
+            Classified::Unsupported if parts.method == Method::POST => {
                 return refuse(
                     &mut respond,
                     context,
@@ -486,20 +490,165 @@ async fn route(
                     log,
                 )
             }
+            Classified::Unsupported => {
+                return refuse(&mut respond, context, &Error::MethodNotAllowed, origin, log)
+            }
         },
-        (&Method::POST, None) => {
-            return refuse(
-                &mut respond,
-                context,
-                &Error::UnsupportedMediaType,
-                origin,
-                log,
-            )
-        }
-        _ => return refuse(&mut respond, context, &Error::MethodNotAllowed, origin, log),
     };
     proxy(parts, body, respond, kind, context, started, log).await;
 }
+
+/// What a stream that is not a local route speaks.
+enum Classified {
+    Kind(Kind),
+    ConnectRefused(ConnectCall, ConnectError),
+    /// 415 for a POST, 405 otherwise.
+    Unsupported,
+}
+
+fn classify(parts: &http::request::Parts) -> Classified {
+    let headers = &parts.headers;
+    let content_type = headers.get(http::header::CONTENT_TYPE);
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let protocol = connect::classify(
+        parts.method.as_str().as_bytes(),
+        target.as_bytes(),
+        content_type.map(HeaderValue::as_bytes),
+        headers
+            .get("connect-protocol-version")
+            .map(HeaderValue::as_bytes),
+    );
+    let post = parts.method == Method::POST;
+    let origin = header_bytes(headers, "origin");
+    match (protocol, content_type) {
+        (RequestProtocol::GrpcWeb, Some(ct)) if post => {
+            match grpc_web::classify_content_type(ct.as_bytes()) {
+                Some(web) => {
+                    let accept = header_bytes(headers, "accept");
+                    let reply = WebReply::new(&web, accept.as_deref());
+                    Classified::Kind(Kind::Web {
+                        request: web,
+                        reply,
+                        origin,
+                    })
+                }
+                None => Classified::Unsupported,
+            }
+        }
+        (RequestProtocol::Grpc, Some(ct)) if post && grpc_web::is_native_grpc(ct.as_bytes()) => {
+            Classified::Kind(Kind::Native {
+                content_type: ct.clone(),
+            })
+        }
+        (RequestProtocol::Connect(call), _) => Classified::Kind(Kind::Connect { call, origin }),
+        (RequestProtocol::ConnectRefused(call, error), _) => {
+            Classified::ConnectRefused(call, error)
+        }
+        _ => Classified::Unsupported,
+    }
+}
+
+/// The upstream head of a stream's call, decided once and built for each attempt.
+struct HeadPlan {
+    uri: http::Uri,
+    content_type: HeaderValue,
+    timeout: Option<std::time::Duration>,
+    /// Headers the protocol adds (a Connect call's encodings).
+    added: Vec<(http::header::HeaderName, HeaderValue)>,
+    connect: bool,
+}
+
+impl HeadPlan {
+    fn new(
+        parts: &http::request::Parts,
+        kind: &Kind,
+        context: &WorkerContext,
+    ) -> Result<(HeadPlan, Option<ConnectSide>, Option<Bytes>), Error> {
+        let grpc_timeout = || {
+            parts
+                .headers
+                .get("grpc-timeout")
+                .and_then(|v| translate::parse_grpc_timeout(v.as_bytes()))
+        };
+        let Kind::Connect { call, .. } = kind else {
+            let plan = HeadPlan {
+                uri: translate::h2_uri(&parts.uri, &parts.headers)?,
+                content_type: kind.upstream_content_type(),
+                timeout: grpc_timeout(),
+                added: Vec::new(),
+                connect: false,
+            };
+            return Ok((plan, None, None));
+        };
+        let target = parts.uri.path_and_query().map_or_else(
+            || Bytes::from_static(b"/"),
+            |p| Bytes::copy_from_slice(p.as_str().as_bytes()),
+        );
+        let path = connect::upstream_path(call, &target);
+        let limits = &context.limits;
+        if call.kind == CallKind::UnaryGet && !limits.connect_get_allowed(&path) {
+            return Err(GET_NOT_ALLOWED);
+        }
+        let message_bytes_max = limits.body_bytes_max as usize;
+        let translated = connect::request::translate_request_head(
+            call,
+            connect::query_of(&target),
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+            message_bytes_max,
+        )?;
+        let mut added = Vec::new();
+        for (name, value) in [
+            ("grpc-encoding", &translated.grpc_encoding),
+            ("grpc-accept-encoding", &translated.grpc_accept_encoding),
+        ] {
+            if let Some(value) = value {
+                let value = HeaderValue::from_maybe_shared(value.clone())
+                    .map_err(|_| Error::Malformed("bad encoding header"))?;
+                added.push((http::header::HeaderName::from_static(name), value));
+            }
+        }
+        let content_length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = RequestBody::new(
+            call,
+            content_length,
+            translated.grpc_encoding.is_some(),
+            message_bytes_max,
+        )?;
+        let side = ConnectSide::new(body, ConnectReply::new(call.clone(), message_bytes_max));
+        let plan = HeadPlan {
+            uri: translate::h2_uri_with_path(&parts.uri, &parts.headers, path)?,
+            content_type: HeaderValue::from_maybe_shared(translated.content_type)
+                .map_err(|_| Error::Malformed("bad content-type"))?,
+            timeout: translated.timeout,
+            added,
+            connect: true,
+        };
+        Ok((plan, Some(side), translated.get_body))
+    }
+
+    fn headers(&self, parts: &http::request::Parts, deadline: Option<Instant>) -> http::HeaderMap {
+        let connect = self.connect;
+        translate::h2_headers_with(
+            &parts.headers,
+            &self.content_type,
+            deadline,
+            |name| connect && connect::request::is_dropped_request_header(name),
+            &self.added,
+        )
+    }
+}
+
+/// A Connect GET to a method not allowed by `--connect-get-allow`.
+const GET_NOT_ALLOWED: Error = Error::Refused {
+    code: Code::Unimplemented,
+    message: "GET is not enabled for this method (--connect-get-allow)",
+};
 
 /// Run one stream as a call.
 async fn proxy(
@@ -511,32 +660,36 @@ async fn proxy(
     started: Instant,
     log: &mut StreamLog,
 ) {
-    let deadline = translate::call_deadline(
-        parts.headers.get("grpc-timeout").map(HeaderValue::as_bytes),
-        context.limits.grpc_timeout_max,
-        Instant::now(),
-    );
-    let upstream_content_type = kind.upstream_content_type();
+    let planned = HeadPlan::new(parts, &kind, context);
     let mut exchange = H2Exchange::new(context.clone(), kind, body, respond);
-    let first = match (
-        translate::h2_uri(&parts.uri, &parts.headers),
-        exchange.first_body(),
-    ) {
-        (Ok(uri), Ok(first)) => Ok((uri, first)),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    let (uri, first) = match first {
-        Ok(pair) => pair,
+    let (plan, get_body) = match planned {
+        Ok((plan, connect, get_body)) => {
+            exchange.set_connect(connect);
+            (plan, get_body)
+        }
         Err(error) => {
-            let end = exchange.refuse(&error, started).await;
+            log.grpc_status = exchange.refuse(&error, started).await;
             log.http_status = exchange.http_status();
-            log.grpc_status = end;
             return;
         }
     };
-    let headers = translate::h2_headers(&parts.headers, &upstream_content_type, deadline);
-    let rebuild = || translate::h2_headers(&parts.headers, &upstream_content_type, deadline);
-    let request = CallRequest::new(uri, headers, &rebuild, deadline);
+    let deadline = translate::deadline_after(
+        plan.timeout,
+        context.limits.grpc_timeout_max,
+        Instant::now(),
+    );
+    let first = match (get_body, exchange.first_body()) {
+        (_, Err(error)) => {
+            log.grpc_status = exchange.refuse(&error, started).await;
+            log.http_status = exchange.http_status();
+            return;
+        }
+        (Some(get_body), Ok(_)) => get_body,
+        (None, Ok(first)) => first,
+    };
+    let headers = plan.headers(parts, deadline);
+    let rebuild = || plan.headers(parts, deadline);
+    let request = CallRequest::new(plan.uri.clone(), headers, &rebuild, deadline);
     let complete = exchange.body_complete();
     let outcome = call::run(
         context,

@@ -23,9 +23,12 @@ use h2::{RecvStream, SendStream};
 use http::header::{HeaderMap, HeaderValue};
 use http::response::Parts;
 
+use super::connect_side::ConnectSide;
 use super::http2::response_with;
 use crate::call::{BodyPiece, ClientEvent, Downstream, End};
 use crate::coarse_timer::CoarseTimer;
+use crate::connect::adapter::{Reply, ReplyOut, RequestBody};
+use crate::connect::{self, ConnectCall};
 use crate::context::WorkerContext;
 use crate::error::Error;
 use crate::grpc_web::{self, Base64Decoder, WebContentType, WebReply};
@@ -45,6 +48,10 @@ pub(super) enum Kind {
     Native {
         content_type: HeaderValue,
     },
+    Connect {
+        call: ConnectCall,
+        origin: Option<Bytes>,
+    },
 }
 
 impl Kind {
@@ -55,6 +62,10 @@ impl Kind {
             Kind::Web { request, .. } => HeaderValue::from_maybe_shared(request.upstream.clone())
                 .expect("a classified content type is a valid header value"),
             Kind::Native { content_type } => content_type.clone(),
+            Kind::Connect { call, .. } => {
+                HeaderValue::from_maybe_shared(call.upstream_content_type())
+                    .expect("a Connect codec name is a valid header value")
+            }
         }
     }
 }
@@ -64,6 +75,8 @@ pub(super) struct H2Exchange {
     context: Rc<WorkerContext>,
     kind: Kind,
     recv: RecvStream,
+    /// A Connect call's body translation and reply.
+    connect: Option<ConnectSide>,
     /// The client's END_STREAM was seen.
     body_complete: bool,
     body_bytes: u64,
@@ -96,10 +109,20 @@ impl H2Exchange {
         respond: SendResponse<Bytes>,
     ) -> Self {
         let text = matches!(&kind, Kind::Web { request, .. } if request.text);
+        // A Connect call answers even a refusal in Connect's terms; its body translation is
+        // set once the head is translated (`set_connect`).
+        let connect = match &kind {
+            Kind::Connect { call, .. } => Some(ConnectSide::new(
+                RequestBody::None,
+                Reply::new(call.clone(), context.limits.body_bytes_max as usize),
+            )),
+            _ => None,
+        };
         H2Exchange {
             timer: context.timers.timer(),
             context,
             kind,
+            connect,
             body_complete: recv.is_end_stream(),
             recv,
             body_bytes: 0,
@@ -120,6 +143,13 @@ impl H2Exchange {
 
     pub fn body_complete(&self) -> bool {
         self.body_complete
+    }
+
+    /// Set a Connect call's body translation and reply, once its head was translated.
+    pub fn set_connect(&mut self, connect: Option<ConnectSide>) {
+        if connect.is_some() {
+            self.connect = connect;
+        }
     }
 
     /// The HTTP status the client was answered with.
@@ -151,7 +181,10 @@ impl H2Exchange {
         if self.body_complete {
             self.finish_decoding(&mut first)?;
         }
-        Ok(first.freeze())
+        match &mut self.connect {
+            Some(connect) => Ok(connect.body.piece(first.freeze(), self.body_complete)?),
+            None => Ok(first.freeze()),
+        }
     }
 
     /// Count, limit, give the client its window back, and decode one piece of request body.
@@ -207,6 +240,13 @@ impl H2Exchange {
                 tail.freeze()
             }
             _ => data,
+        };
+        let data = match &mut self.connect {
+            Some(connect) => connect
+                .body
+                .piece(data, self.body_complete)
+                .map_err(|e| ClientEvent::Failed(e.into()))?,
+            None => data,
         };
         Ok(BodyPiece {
             data,
@@ -289,7 +329,7 @@ impl H2Exchange {
         let mut response = http::Response::new(());
         let headers = response.headers_mut();
         match &self.kind {
-            Kind::Native { .. } => {
+            Kind::Native { .. } | Kind::Connect { .. } => {
                 for (name, value) in &parts.headers {
                     if is_passed_response_header(name.as_str()) {
                         headers.append(name.clone(), value.clone());
@@ -379,7 +419,7 @@ impl H2Exchange {
         let status: (&[u8], &[u8]) = (b"grpc-status", code.as_str().as_bytes());
         let message: (&[u8], &[u8]) = (b"grpc-message", &encoded);
         match (&self.kind, head_sent) {
-            (Kind::Native { .. }, false) => {
+            (Kind::Native { .. } | Kind::Connect { .. }, false) => {
                 let head = [
                     (&b"content-type"[..], &b"application/grpc"[..]),
                     status,
@@ -387,7 +427,7 @@ impl H2Exchange {
                 ];
                 self.send_head(response_with(200, head), true);
             }
-            (Kind::Native { .. }, true) => {
+            (Kind::Native { .. } | Kind::Connect { .. }, true) => {
                 let mut trailers = HeaderMap::new();
                 append_bytes(&mut trailers, [status, message]);
                 self.trailers = Some(trailers);
@@ -411,6 +451,75 @@ impl H2Exchange {
     }
 }
 
+impl H2Exchange {
+    /// Write what a Connect reply produced; returns the Connect code the response carries when
+    /// it ended with it.
+    fn write_connect(&mut self, out: ReplyOut) -> Code {
+        let origin = match &self.kind {
+            Kind::Connect { origin, .. } => origin.clone(),
+            _ => None,
+        };
+        match out {
+            ReplyOut::Nothing => {}
+            ReplyOut::Complete(response) => {
+                let cors = self
+                    .context
+                    .cors
+                    .actual_headers(origin.as_ref(), response.header_names());
+                let head = response
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (&n[..], &v[..]))
+                    .chain(cors.iter().map(|(n, v)| (*n, &v[..])));
+                let empty = response.body.is_empty();
+                self.send_head(response_with(response.status, head), empty);
+                if let Some(connect) = &mut self.connect {
+                    connect.http_status = response.status;
+                    connect.code = connect::adapter::code_of(&response.body);
+                }
+                if !empty {
+                    self.push(response.body);
+                    self.end_after_data = true;
+                }
+            }
+            ReplyOut::Head(headers) => {
+                let cors = self
+                    .context
+                    .cors
+                    .actual_headers(origin.as_ref(), headers.iter().map(|(n, _)| &n[..]));
+                let head = headers
+                    .iter()
+                    .map(|(n, v)| (&n[..], &v[..]))
+                    .chain(cors.iter().map(|(n, v)| (*n, &v[..])));
+                self.send_head(response_with(200, head), false);
+            }
+            ReplyOut::Body(pieces) => {
+                for piece in pieces {
+                    self.push(piece);
+                }
+            }
+            ReplyOut::End(envelope) => {
+                if let Some(connect) = &mut self.connect {
+                    connect.code = connect::adapter::code_of(&envelope);
+                }
+                self.push(envelope);
+                self.end_after_data = true;
+            }
+            ReplyOut::Abort => {
+                if let Some(connect) = &mut self.connect {
+                    connect.aborted = true;
+                }
+                match &mut self.send {
+                    Some(send) => send.send_reset(h2::Reason::INTERNAL_ERROR),
+                    None => self.respond.send_reset(h2::Reason::INTERNAL_ERROR),
+                }
+                self.ended = true;
+            }
+        }
+        self.connect.as_ref().map_or(Code::Ok, |c| c.code)
+    }
+}
+
 impl Downstream for H2Exchange {
     async fn client_event(&mut self, want_body: bool) -> ClientEvent {
         if want_body && !self.body_complete {
@@ -424,22 +533,37 @@ impl Downstream for H2Exchange {
     }
 
     fn head(&mut self, head: &Parts) {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.reply.head(head, false);
+            self.write_connect(out);
+            return;
+        }
         let response = self.response_head(head);
         self.send_head(response, false);
     }
 
     fn data(&mut self, data: Bytes) -> Result<(), Error> {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.data(data)?;
+            self.write_connect(out);
+            return Ok(());
+        }
         let data = match self.kind {
-            Kind::Native { .. } => data,
             Kind::Web { .. } => self.web_piece(data),
+            _ => data,
         };
         self.push(data);
         Ok(())
     }
 
     fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.reply.trailers(trailers);
+            self.write_connect(out);
+            return;
+        }
         match self.kind {
-            Kind::Native { .. } => self.trailers = Some(trailers.clone()),
+            Kind::Native { .. } | Kind::Connect { .. } => self.trailers = Some(trailers.clone()),
             Kind::Web { .. } => {
                 let mut frame = BytesMut::with_capacity(64);
                 grpc_web::encode_trailer_frame(
@@ -456,11 +580,21 @@ impl Downstream for H2Exchange {
     }
 
     fn trailers_only(&mut self, head: &Parts) {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.reply.head(head, true);
+            self.write_connect(out);
+            return;
+        }
         let response = self.response_head(head);
         self.send_head(response, true);
     }
 
     fn fail(&mut self, error: &Error, head_sent: bool) -> End {
+        if let Some(connect) = &mut self.connect {
+            let out = connect.fail(error, head_sent);
+            let code = self.write_connect(out);
+            return End::Status(code as u32);
+        }
         match (error.http_status(), &self.kind, head_sent) {
             // A gRPC-Web client reads HTTP errors as the HTTP/1.1 path sends them.
             (Some(status), Kind::Web { origin, .. }, false) => {

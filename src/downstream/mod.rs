@@ -22,6 +22,7 @@ use crate::context::{ActiveConnection, WorkerContext};
 use crate::tls::{self, Acceptor, Alpn};
 use crate::transport::Transport;
 
+mod connect_side;
 mod http1;
 mod http1_exchange;
 mod http2;
