@@ -168,9 +168,11 @@ impl Server {
         let local_addr = plain_addr
             .or(tls_addr)
             .expect("validate() requires a listener");
+        let shown =
+            |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         info!(
-            listen = ?plain_addr,
-            tls_listen = ?tls_addr,
+            listen = %shown(plain_addr),
+            tls_listen = %shown(tls_addr),
             workers = worker_count,
             io_driver = ?driver,
             upstream_targets = config.upstream.len(),
