@@ -194,12 +194,13 @@ impl std::fmt::Display for NodeRun {
         writeln!(f, "$ {}\nexit: {:?}", self.command, self.exit_code)?;
         for line in &self.lines {
             match line.get("scenario") {
-                Some(name) => writeln!(
-                    f,
-                    "  {name}: ok={} {}",
-                    line["ok"],
-                    line["detail"].as_str().unwrap_or_default()
-                )?,
+                Some(name) => {
+                    let detail = line["detail"].as_str().unwrap_or_default();
+                    writeln!(f, "  {name}: ok={} {detail}", line["ok"])?;
+                    if let Some(data) = line.get("data") {
+                        writeln!(f, "    data: {data}")?;
+                    }
+                }
                 None => writeln!(f, "  {line}")?,
             }
         }

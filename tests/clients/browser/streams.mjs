@@ -6,9 +6,10 @@
 // stays open until the page cancels it: "open" is structural, not a race against a timer.
 //
 // Without `release`, the page waits (up to `deadlineMs`) until every stream has its first message,
-// then cancels them all. With `release` (for HTTP/1.1), whenever no stream got its first message
-// for `quietMs` the oldest open stream that has one is cancelled, freeing its connection for a
-// waiting stream, until every stream has had its first message.
+// then cancels them all. With `release` (for HTTP/1.1): once no stream got its first message for
+// `quietMs` (the browser is holding the rest back), the oldest open stream that has one is
+// cancelled, freeing its connection; as soon as a waiting stream then gets its first message the
+// next is released, and so on until every stream has had its first message.
 
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -47,7 +48,8 @@ export async function concurrentStreams(ctx, { streams, release, quietMs, deadli
     abort: new AbortController(),
   }));
   const open = () => state.filter((s) => !s.ended).length;
-  const openWithFirst = () => state.filter((s) => s.first && !s.ended).length;
+  // A released stream no longer counts: the page cancelled it, whenever its end is reported.
+  const openWithFirst = () => state.filter((s) => s.first && !s.ended && !s.released).length;
   let lastFirstAt = performance.now();
 
   const runs = state.map(async (s, i) => {
@@ -75,16 +77,23 @@ export async function concurrentStreams(ctx, { streams, release, quietMs, deadli
   });
 
   const deadline = performance.now() + deadlineMs;
-  while (!state.every((s) => s.first) && performance.now() < deadline) {
+  const firstCount = () => state.filter((s) => s.first).length;
+  // The first-message count at the last release; null before the first one.
+  let firstsAtRelease = null;
+  while (firstCount() < streams && performance.now() < deadline) {
     await sleep(POLL_MS);
-    if (release && performance.now() - lastFirstAt >= quietMs) {
-      const victim = state.findIndex((s) => s.first && !s.ended && !s.released);
-      if (victim >= 0) {
-        state[victim].released = true;
-        lastFirstAt = performance.now();
-        events.push({ event: "release", stream: victim, open: open(), open_with_first: openWithFirst() });
-        state[victim].abort.abort();
-      }
+    if (!release || firstCount() === streams) {
+      continue;
+    }
+    const handedOver = firstsAtRelease !== null && firstCount() > firstsAtRelease;
+    const stalled = performance.now() - lastFirstAt >= quietMs;
+    const victim = state.findIndex((s) => s.first && !s.ended && !s.released);
+    if ((handedOver || stalled) && victim >= 0) {
+      state[victim].released = true;
+      firstsAtRelease = firstCount();
+      lastFirstAt = performance.now();
+      events.push({ event: "release", stream: victim, stalled, firsts: firstsAtRelease, open_with_first: openWithFirst() });
+      state[victim].abort.abort();
     }
   }
   const firsts = state.filter((s) => s.first).length;
