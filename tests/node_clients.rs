@@ -80,7 +80,7 @@ impl HttpsProxy {
 
     fn run(&self, clients: &NodeClients, http: &str, scenarios: &[&str]) -> NodeRun {
         let ca = self.pki.ca_file();
-        let run = clients.connect_node("grpc-web", http, &self.target(), &ca, scenarios);
+        let run = clients.connect_node("grpc-web", http, &self.target(), Some(&ca), scenarios);
         // Shown with any later failure of the test (the harness keeps it until then).
         eprintln!("{run}");
         run

@@ -16,7 +16,8 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { subscribe } from "node:diagnostics_channel";
+import { Http2SessionManager, createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { SCENARIOS, applicable, runScenario } from "./src/scenarios.mjs";
 
 function usage(why) {
@@ -74,19 +75,29 @@ if (options.ca) {
 }
 const names = positionals.length > 0 ? positionals : SCENARIOS.filter((n) => applicable(n, where));
 
-// Each scenario gets fresh transports: a new connection (HTTP/2 session or HTTP/1.1 agent
-// socket), so one scenario's cancellation cannot leave state for the next.
-const sessions = [];
+// The HTTP method of every request as it goes out: HTTP/1.1 requests through Node's diagnostics
+// channel, HTTP/2 streams through the session manager.
+const methodLog = [];
+subscribe("http.client.request.start", ({ request }) => methodLog.push(request.method));
+class RecordingSessionManager extends Http2SessionManager {
+  request(method, path, headers, requestOptions) {
+    methodLog.push(method);
+    return super.request(method, path, headers, requestOptions);
+  }
+}
+
+// Each call gets a fresh transport: a new connection (HTTP/2 session, or no keep-alive agent for
+// HTTP/1.1), so one scenario's cancellation cannot leave state for the next.
 function transport(extra) {
   const nodeOptions = ca ? { ca } : {};
-  const common = { baseUrl: options.target, httpVersion, nodeOptions, useBinaryFormat: !options.json, ...extra };
-  if (httpVersion === "1.1") {
-    // No agent keep-alive pool shared across transports, and no ALPN offered (Node's https).
+  const common = { baseUrl: options.target, httpVersion, useBinaryFormat: !options.json, ...extra };
+  if (httpVersion === "2") {
+    common.sessionManager = new RecordingSessionManager(options.target, {}, nodeOptions);
+  } else {
+    // Node's https offers no ALPN, so the server picks HTTP/1.1.
     common.nodeOptions = { ...nodeOptions, agent: false };
   }
-  const made = protocol === "grpc-web" ? createGrpcWebTransport(common) : createConnectTransport(common);
-  sessions.push(made);
-  return made;
+  return protocol === "grpc-web" ? createGrpcWebTransport(common) : createConnectTransport(common);
 }
 
 let current = "(none)";
@@ -100,7 +111,7 @@ const watchdog = setTimeout(() => {
 let failed = 0;
 for (const name of names) {
   current = name;
-  const result = await runScenario(name, { ...where, transport });
+  const result = await runScenario(name, { ...where, transport, methodLog });
   failed += result.ok ? 0 : 1;
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

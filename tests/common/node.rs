@@ -122,15 +122,16 @@ impl NodeClients {
         }
     }
 
-    /// `node_client.mjs` (@connectrpc/connect-node): `scenarios` over `protocol` (`grpc-web` or
-    /// `connect`) and HTTP version `http` (`2` or `1.1`) against `target` (a base URL), trusting
-    /// the PEM CA file `ca`.
+    /// `node_client.mjs` (@connectrpc/connect-node): `scenarios` (all that apply if empty) over
+    /// `protocol` (`grpc-web` or `connect`) and HTTP version `http` (`2` or `1.1`) against
+    /// `target`, a base URL (`https://…`, trusting the PEM CA file `ca`; or `http://…`, HTTP/2
+    /// then meaning prior knowledge).
     pub fn connect_node(
         &self,
         protocol: &str,
         http: &str,
         target: &str,
-        ca: &Path,
+        ca: Option<&Path>,
         scenarios: &[&str],
     ) -> NodeRun {
         let mut args: Vec<String> = vec![
@@ -140,9 +141,10 @@ impl NodeClients {
             http.into(),
             "--target".into(),
             target.into(),
-            "--ca".into(),
-            ca.to_str().expect("UTF-8 path").into(),
         ];
+        if let Some(ca) = ca {
+            args.extend(["--ca".into(), ca.to_str().expect("UTF-8 path").into()]);
+        }
         args.extend(scenarios.iter().map(|s| s.to_string()));
         self.run("node_client.mjs", &args, NODE_RUN_TIMEOUT)
     }

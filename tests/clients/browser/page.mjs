@@ -23,8 +23,15 @@ const protocol = params.get("protocol") ?? "grpc-web";
 const names = (params.get("scenarios") ?? "").split(",").filter((n) => n !== "");
 const number = (name, fallback) => Number(params.get(name) ?? fallback);
 
+// The HTTP method of every call as it goes to fetch (CORS preflights are the browser's own).
+const methodLog = [];
+function recordingFetch(input, init) {
+  methodLog.push(init?.method ?? "GET");
+  return globalThis.fetch(input, init);
+}
+
 function transport(extra) {
-  const options = { baseUrl: target, useBinaryFormat: true, ...extra };
+  const options = { baseUrl: target, useBinaryFormat: true, fetch: recordingFetch, ...extra };
   return protocol === "connect" ? createConnectTransport(options) : createGrpcWebTransport(options);
 }
 
@@ -46,7 +53,7 @@ async function main() {
     results.push({ scenario: "(page)", ok: false, detail: `bad query: ${location.search}`, elapsed_ms: 0 });
   }
   for (const name of results.length === 0 ? names : []) {
-    results.push(await runScenario(name, { protocol, env: "browser", transport }, pageScenarios));
+    results.push(await runScenario(name, { protocol, env: "browser", transport, methodLog }, pageScenarios));
   }
   // Every finished call to ringway, with the protocol the browser used for it. Aborted calls
   // leave no entry.

@@ -3,8 +3,10 @@
 // page (browser/page.mjs, @connectrpc/connect-web), for both of Connect's protocols that ringway
 // serves or will serve: gRPC-Web and Connect.
 //
-// A scenario gets a context { protocol, env, transport(extra) } and returns a detail string, or
-// throws. Every call carries a deadline, so a scenario cannot hang; the runner turns the outcome
+// A scenario gets a context { protocol, env, httpVersion, transport(extra), methodLog } and returns
+// a detail string, or throws. `transport(extra)` makes a transport with extra options;
+// `methodLog` is an array the caller appends each HTTP request's method to as it goes out (below
+// the Connect library, so a GET made by useHttpGet shows as GET). Every call carries a deadline, so a scenario cannot hang; the runner turns the outcome
 // into one result object: { scenario, ok, detail, elapsed_ms } (the format of
 // tests/clients/grpcio_client.py), plus `data` where a scenario reports facts for the Rust test.
 
@@ -60,36 +62,27 @@ function client(ctx, extra = {}) {
   return createClient(Echo, ctx.transport({ defaultTimeoutMs: CALL_TIMEOUT_MS, ...extra }));
 }
 
-/** Records each unary request's HTTP method (POST, or GET with useHttpGet). */
-function methodRecorder(methods) {
-  return (next) => async (request) => {
-    methods.push(request.requestMethod);
-    return next(request);
-  };
-}
-
 // Every byte value, so a text-mode or header-encoding mistake cannot pass.
 const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
 
 const scenarios = {
   /** A unary POST echo of a message with non-ASCII text and every byte value. */
   async unary(ctx) {
-    const methods = [];
     const request = message("héllo ✓", ALL_BYTES);
-    const response = await client(ctx, { interceptors: [methodRecorder(methods)] }).unary(request);
+    ctx.methodLog.length = 0;
+    const response = await client(ctx).unary(request);
     sameMessage(response, request, "echo");
-    check(methods.join() === "POST", `request methods ${methods}, want POST`);
+    check(ctx.methodLog.join() === "POST", `HTTP request methods ${ctx.methodLog}, want POST`);
     return "POST echoed a 256-byte payload and non-ASCII text";
   },
 
   /** Connect only: the side-effect-free Unary as a GET (useHttpGet), the message in the query. */
   async unary_get(ctx) {
-    const methods = [];
     const request = message("by GET ✓", ALL_BYTES);
-    const echo = client(ctx, { useHttpGet: true, interceptors: [methodRecorder(methods)] });
-    const response = await echo.unary(request);
+    ctx.methodLog.length = 0;
+    const response = await client(ctx, { useHttpGet: true }).unary(request);
     sameMessage(response, request, "echo");
-    check(methods.join() === "GET", `request methods ${methods}, want GET`);
+    check(ctx.methodLog.join() === "GET", `HTTP request methods ${ctx.methodLog}, want GET`);
     return "GET echoed the message from its query";
   },
 
