@@ -89,8 +89,11 @@ install_apt() {
   done
   [ ${#missing[@]} -eq 0 ] && { say "debian packages present: ${APT_PACKAGES[*]}"; return; }
   say "installing debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  # apt needs root: as another user, through sudo.
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
 
 install_apt
