@@ -4,7 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod h2client;
+pub mod node;
+pub mod pki;
 pub mod rawh2;
 
 use std::io::{Read, Write};
