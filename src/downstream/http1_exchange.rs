@@ -113,10 +113,12 @@ impl<'c, S: Transport> H1Exchange<'c, S> {
                 .map_err(Error::from)?;
             if !data.is_empty() || self.body.complete() {
                 self.read_deadline = None;
-                return Ok(BodyPiece {
-                    data,
-                    last: self.body.complete(),
-                });
+                let last = self.body.complete();
+                let data = match &mut self.connect {
+                    Some(connect) => connect.body.piece(data, last)?,
+                    None => data,
+                };
+                return Ok(BodyPiece { data, last });
             }
             let deadline = *self
                 .read_deadline
