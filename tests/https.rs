@@ -1,0 +1,404 @@
+//! HTTPS end to end through the real server, under both io drivers: gRPC-Web over TLS with
+//! HTTP/1.1 (ALPN `http/1.1`, and no ALPN at all) and with HTTP/2 (ALPN `h2`), native gRPC over
+//! TLS with HTTP/2 (the h2 crate over tokio-rustls), each checked byte for byte and against the
+//! worker's TLS and HTTP/2 counters; a proxy with only the TLS listener (`--listen off`); and
+//! start-up refusing a certificate it cannot load, naming the file, in-process and as the real
+//! binary.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::certs_for_server::{tls_flags, TestCa};
+use common::h2client::{exchange, request};
+use common::https::{
+    h2_over_tls, https, https_roundtrip, peer_leaf, start_tls_proxy, tls_addr, worker_stats,
+};
+use common::*;
+use ringway::config::Config;
+use ringway::server::Server;
+
+const BACKEND: &str = "pod-https";
+const GRPC: &str = "application/grpc+proto";
+const CLIENT_STREAM: &str = "/test.Echo/ClientStream";
+
+/// How long the real binary may take to refuse a bad certificate before the test fails (a
+/// hang, not a timing check).
+const BINARY_EXIT_WAIT: Duration = Duration::from_secs(20);
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn grpc_web_over_https_with_http1_for_alpn_http1_and_for_no_alpn() {
+    let ca = TestCa::new("https-h1");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        let addr = tls_addr(&proxy);
+        let versions: [&[&'static rustls::SupportedProtocolVersion]; 2] =
+            [&[&rustls::version::TLS13], &[&rustls::version::TLS12]];
+        let alpns: [&[&[u8]]; 2] = [&[b"http/1.1"], &[]];
+        let mut connections = 0;
+        for versions in versions {
+            for alpn in alpns {
+                let config = ca.client_config_for(alpn, versions);
+                let mut client = https(addr, &config);
+                connections += 1;
+                assert_eq!(client.stream.conn.alpn_protocol(), alpn.first().copied());
+                assert_eq!(peer_leaf(&client.stream.conn), leaf.der.as_ref());
+
+                // Binary unary: the exact head and body of the HTTP/1.1 path.
+                client.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"tls unary")));
+                assert_echo(&client.read_response(), BACKEND, &[b"tls unary"]);
+
+                // Text mode on the same (kept-alive) connection.
+                let body = base64(&grpc_frame(b"tls text"));
+                client.write(&post(
+                    UNARY,
+                    "application/grpc-web-text",
+                    &[("x-grpc-web", "1")],
+                    body.as_bytes(),
+                ));
+                let text = client.read_response();
+                assert_eq!(
+                    text.head,
+                    streaming_head("application/grpc-web-text", BACKEND)
+                );
+                assert_eq!(text.messages(), [Bytes::from_static(b"tls text")]);
+                assert_eq!(text.trailers(), [("grpc-status".into(), "0".into())]);
+
+                // A server stream, message by message in one chunked body.
+                let headers = [("x-stream-count", "3")];
+                client.write(&grpc_web_request(
+                    SERVER_STREAM,
+                    &headers,
+                    &grpc_frame(b"s"),
+                ));
+                let stream = client.read_response();
+                assert_echo(&stream, BACKEND, &[b"s", b"s", b"s"]);
+            }
+        }
+        let stats = worker_stats(&proxy);
+        let tls = &stats.tls;
+        assert_eq!(tls.alpn_http1.get(), connections);
+        assert_eq!(tls.alpn_h2.get(), 0);
+        assert_eq!(
+            tls.handshakes_full.get() + tls.handshakes_resumed.get(),
+            connections
+        );
+        assert_eq!(tls.handshakes_tls12.get(), 2);
+        assert_eq!(stats.http2_connections.get(), 0);
+        let totals = ringway::stats::Totals::sum([&*stats]);
+        assert_eq!(totals.calls_by_status[0], 3 * connections);
+        assert_eq!(totals.calls(), 3 * connections);
+    });
+}
+
+#[test]
+fn grpc_web_over_https_with_http2() {
+    let ca = TestCa::new("https-h2-web");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        // A browser offers both and gets h2.
+        let config = ca.client_config(&[b"h2", b"http/1.1"]);
+        let mut client = h2_over_tls(tls_addr(&proxy), &config);
+
+        let binary = client.web_unary(UNARY, &[("origin", "https://app.example")], b"web h2");
+        assert_eq!(binary.status, 200);
+        assert_eq!(
+            binary.header("content-type"),
+            Some("application/grpc-web+proto")
+        );
+        assert_eq!(binary.header("x-backend"), Some(BACKEND));
+        assert_eq!(binary.header("access-control-allow-origin"), Some("*"));
+        assert!(binary.trailers.is_none(), "gRPC-Web has no HTTP/2 trailers");
+        assert_eq!(binary.body(), echo_body(&[b"web h2"]));
+
+        let body = base64(&grpc_frame(b"web text"));
+        let text = client.call(
+            UNARY,
+            &[
+                ("content-type", "application/grpc-web-text"),
+                ("x-grpc-web", "1"),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(
+            text.header("content-type"),
+            Some("application/grpc-web-text")
+        );
+        assert_eq!(text.messages(), [Bytes::from_static(b"web text")]);
+        assert_eq!(text.web_trailer("grpc-status").as_deref(), Some("0"));
+
+        let stream = client.call(
+            SERVER_STREAM,
+            &[
+                ("content-type", "application/grpc-web+proto"),
+                ("x-stream-count", "3"),
+            ],
+            &grpc_frame(b"s"),
+        );
+        assert_eq!(stream.body(), echo_body(&[b"s", b"s", b"s"]));
+
+        let stats = worker_stats(&proxy);
+        assert_eq!(stats.tls.alpn_h2.get(), 1);
+        assert_eq!(stats.tls.alpn_http1.get(), 0);
+        assert_eq!(stats.tls.handshakes_full.get(), 1);
+        assert_eq!(stats.http2_connections.get(), 1);
+        assert_eq!(stats.http2_streams.get(), 3);
+    });
+}
+
+#[test]
+fn native_grpc_over_https_with_http2() {
+    let ca = TestCa::new("https-h2-native");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        let config = ca.client_config(&[b"h2"]);
+        let mut client = h2_over_tls(tls_addr(&proxy), &config);
+
+        // Unary: metadata both ways, the message, real HTTP/2 trailers.
+        let unary = client.grpc_unary(
+            UNARY,
+            &[("x-echo-meta", "m1"), ("x-trailer-echo-t", "t1")],
+            b"native tls",
+        );
+        assert_eq!(unary.status, 200);
+        assert_eq!(unary.header("content-type"), Some(GRPC));
+        assert_eq!(unary.header("x-backend"), Some(BACKEND));
+        assert_eq!(unary.header("x-echo-meta"), Some("m1"));
+        assert_eq!(unary.body(), grpc_frame(b"native tls"));
+        assert_eq!(unary.trailer("grpc-status"), Some("0"));
+        assert_eq!(unary.trailer("x-trailer-echo-t"), Some("t1"));
+        let seen = backend.last_request_headers().unwrap();
+        assert_eq!(seen.get("content-type"), Some(GRPC));
+        assert_eq!(seen.get("te"), Some("trailers"));
+        assert_eq!(seen.get("x-echo-meta"), Some("m1"));
+
+        // Trailers-only: the status in the response head, no body, no trailers.
+        let refused = client.grpc_unary(
+            UNARY,
+            &[("x-grpc-status", "5"), ("x-trailers-only", "1")],
+            b"x",
+        );
+        assert_eq!(refused.header("grpc-status"), Some("5"));
+        assert!(refused.body().is_empty());
+        assert!(refused.trailers.is_none());
+
+        // Server streaming.
+        let stream = client.call(
+            SERVER_STREAM,
+            &[
+                ("content-type", GRPC),
+                ("te", "trailers"),
+                ("x-stream-count", "3"),
+            ],
+            &grpc_frame(b"s"),
+        );
+        assert_eq!(
+            stream.body(),
+            [grpc_frame(b"s"), grpc_frame(b"s"), grpc_frame(b"s")].concat()
+        );
+        assert_eq!(stream.trailer("grpc-status"), Some("0"));
+
+        // Client streaming, the messages in separate DATA frames.
+        let send = client.send.clone();
+        let pieces = vec![
+            Bytes::from(grpc_frame(b"one")),
+            Bytes::from(grpc_frame(b"two")),
+            Bytes::from(grpc_frame(&vec![3u8; 100_000])),
+        ];
+        let streamed = client.runtime.block_on(async move {
+            let req = request(
+                "POST",
+                CLIENT_STREAM,
+                &[("content-type", GRPC), ("te", "trailers")],
+            );
+            tokio::time::timeout(common::h2client::H2_TIMEOUT, exchange(send, req, pieces))
+                .await
+                .expect("response within the test timeout")
+        });
+        let mut expected = b"onetwo".to_vec();
+        expected.extend_from_slice(&[3u8; 100_000]);
+        assert_eq!(streamed.body(), grpc_frame(&expected));
+        assert_eq!(streamed.trailer("grpc-status"), Some("0"));
+        assert_eq!(streamed.trailer("x-request-messages"), Some("3"));
+
+        let stats = worker_stats(&proxy);
+        assert_eq!(stats.tls.alpn_h2.get(), 1);
+        assert_eq!(stats.tls.handshakes_full.get(), 1);
+        assert_eq!(stats.http2_connections.get(), 1);
+        assert_eq!(stats.http2_streams.get(), 4);
+        let totals = ringway::stats::Totals::sum([&*stats]);
+        assert_eq!(totals.calls_by_status[0], 3);
+        assert_eq!(totals.calls_by_status[5], 1);
+    });
+}
+
+/// `--listen off`: the TLS listener alone serves, HTTP/1.1 and HTTP/2, and the address the
+/// server reports is the TLS one.
+#[test]
+fn with_listen_off_only_tls_is_served() {
+    let ca = TestCa::new("tls-only");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let upstream = backend.local_addr().to_string();
+        let mut args = vec![
+            "ringway".to_string(),
+            "--listen".into(),
+            "off".into(),
+            "--workers".into(),
+            "1".into(),
+            "--io-driver".into(),
+            driver.into(),
+            "--upstream".into(),
+            upstream,
+        ];
+        args.extend(tls_flags(&leaf.cert, &leaf.key));
+        let config = Config::from_args(args).expect("flags parse");
+        let proxy = Server::start(&config).expect("proxy starts");
+        let addr = tls_addr(&proxy);
+        assert_eq!(proxy.local_addr(), addr);
+
+        let response = https_roundtrip(
+            addr,
+            &ca.client_config(&[]),
+            &grpc_web_request(UNARY, &[], &grpc_frame(b"only tls")),
+        );
+        assert_echo(&response, BACKEND, &[b"only tls"]);
+        let mut h2 = h2_over_tls(addr, &ca.client_config(&[b"h2"]));
+        let native = h2.grpc_unary(UNARY, &[], b"only tls h2");
+        assert_eq!(native.body(), grpc_frame(b"only tls h2"));
+        assert_eq!(native.trailer("grpc-status"), Some("0"));
+
+        // A cleartext client finds only the TLS port, which tells it so.
+        let mut plain = Reader::new(connect(addr));
+        plain.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"plain")));
+        let answer = String::from_utf8(plain.read_to_end()).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        let stats = worker_stats(&proxy);
+        // Counted once the handshake's end is handled, just after the socket closed.
+        assert!(wait_until(Duration::from_secs(10), || stats
+            .tls
+            .handshakes_plain_http
+            .get()
+            == 1));
+        assert_eq!(stats.tls.alpn_http1.get(), 1);
+        assert_eq!(stats.tls.alpn_h2.get(), 1);
+    });
+}
+
+/// The start-up error for each kind of bad file names the file.
+#[test]
+fn a_bad_certificate_file_fails_start_up_naming_the_file() {
+    let ca = TestCa::new("bad-files");
+    let leaf = ca.leaf("leaf");
+    let other = ca.leaf("other");
+    let missing = ca.dir.join("missing.crt");
+    let garbage = ca.dir.join("garbage.crt");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let cases = [
+        (missing.as_path(), leaf.key.as_path(), "missing.crt"),
+        (garbage.as_path(), leaf.key.as_path(), "garbage.crt"),
+        (leaf.cert.as_path(), missing.as_path(), "missing.crt"),
+        (leaf.cert.as_path(), other.key.as_path(), "other.key"),
+    ];
+    for (cert, key, named) in cases {
+        let mut args = vec![
+            "ringway".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "1".into(),
+        ];
+        args.extend(tls_flags(cert, key));
+        let config = Config::from_args(args).expect("flags parse");
+        let error = match Server::start(&config) {
+            Ok(_) => panic!("started with {cert:?} and {key:?}"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(named), "{error}");
+    }
+}
+
+/// The real binary exits with a failure and says which file is wrong, instead of serving
+/// without TLS or hanging.
+#[test]
+fn the_binary_refuses_a_missing_certificate_and_names_it() {
+    let ca = TestCa::new("bad-binary");
+    let leaf = ca.leaf("leaf");
+    let missing = ca.dir.join("no-such-dir").join("tls.crt");
+    let output = run_binary(
+        &[
+            "--listen",
+            "off",
+            "--admin",
+            "off",
+            "--upstream",
+            "127.0.0.1:9",
+        ],
+        &missing,
+        &leaf.key,
+    );
+    assert!(!output.0, "the binary started: {}", output.1);
+    assert!(
+        output.1.contains(missing.to_str().unwrap()),
+        "the error does not name the file:\n{}",
+        output.1
+    );
+}
+
+/// Runs the binary with `flags` and a TLS listener serving `cert` and `key`; returns whether it
+/// exited successfully and what it wrote. Fails the test if it does not exit.
+fn run_binary(flags: &[&str], cert: &Path, key: &Path) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(flags)
+        .args(tls_flags(cert, key))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ringway binary starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > BINARY_EXIT_WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the binary kept running with a missing certificate");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status.success(), text)
+}
