@@ -21,6 +21,7 @@ use common::https::{
 use common::*;
 use ringway::config::Config;
 use ringway::server::Server;
+use ringway::stats::{Totals, WorkerStats};
 
 const BACKEND: &str = "pod-https";
 const GRPC: &str = "application/grpc+proto";
@@ -29,6 +30,24 @@ const CLIENT_STREAM: &str = "/test.Echo/ClientStream";
 /// How long the real binary may take to refuse a bad certificate before the test fails (a
 /// hang, not a timing check).
 const BINARY_EXIT_WAIT: Duration = Duration::from_secs(20);
+
+/// Asserts the worker counted exactly these calls, by grpc-status. A call is counted just after
+/// its last bytes were written, so the count is waited for (bounded) rather than read once.
+fn assert_calls(stats: &WorkerStats, expected: &[(usize, u64)]) {
+    let counts = || {
+        let totals = Totals::sum([stats]);
+        let wanted: Vec<(usize, u64)> = expected
+            .iter()
+            .map(|(code, _)| (*code, totals.calls_by_status[*code]))
+            .collect();
+        (wanted, totals.calls())
+    };
+    let total: u64 = expected.iter().map(|(_, n)| n).sum();
+    wait_until(Duration::from_secs(10), || {
+        counts() == (expected.to_vec(), total)
+    });
+    assert_eq!(counts(), (expected.to_vec(), total));
+}
 
 fn base64(bytes: &[u8]) -> String {
     use base64::Engine;
@@ -96,9 +115,7 @@ fn grpc_web_over_https_with_http1_for_alpn_http1_and_for_no_alpn() {
         );
         assert_eq!(tls.handshakes_tls12.get(), 2);
         assert_eq!(stats.http2_connections.get(), 0);
-        let totals = ringway::stats::Totals::sum([&*stats]);
-        assert_eq!(totals.calls_by_status[0], 3 * connections);
-        assert_eq!(totals.calls(), 3 * connections);
+        assert_calls(&stats, &[(0, 3 * connections)]);
     });
 }
 
@@ -241,9 +258,60 @@ fn native_grpc_over_https_with_http2() {
         assert_eq!(stats.tls.handshakes_full.get(), 1);
         assert_eq!(stats.http2_connections.get(), 1);
         assert_eq!(stats.http2_streams.get(), 4);
-        let totals = ringway::stats::Totals::sum([&*stats]);
-        assert_eq!(totals.calls_by_status[0], 3);
-        assert_eq!(totals.calls_by_status[5], 1);
+        assert_calls(&stats, &[(0, 3), (5, 1)]);
+    });
+}
+
+/// A client that offers no ALPN but opens with the HTTP/2 preface (prior knowledge over TLS)
+/// is served HTTP/2.
+#[test]
+fn http2_with_prior_knowledge_over_tls_without_alpn() {
+    let ca = TestCa::new("https-h2-no-alpn");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        let mut client = h2_over_tls(tls_addr(&proxy), &ca.client_config(&[]));
+        let native = client.grpc_unary(UNARY, &[], b"prior knowledge");
+        assert_eq!(native.body(), grpc_frame(b"prior knowledge"));
+        assert_eq!(native.trailer("grpc-status"), Some("0"));
+        let web = client.web_unary(UNARY, &[], b"web");
+        assert_eq!(web.body(), echo_body(&[b"web"]));
+        let stats = worker_stats(&proxy);
+        assert_eq!(stats.tls.alpn_http1.get(), 1, "no ALPN counts as http/1.1");
+        assert_eq!(stats.http2_connections.get(), 1);
+        assert_eq!(stats.http2_streams.get(), 2);
+    });
+}
+
+/// With `--tls-ktls` every connection is served, by the kernel's TLS where the kernel has it
+/// and by rustls otherwise (this machine's kernel has no `tls` module), and accounted for.
+#[test]
+fn with_kernel_tls_asked_for_every_connection_is_served_and_counted() {
+    let ca = TestCa::new("https-ktls");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(
+            driver,
+            &[backend.local_addr()],
+            &leaf.cert,
+            &leaf.key,
+            &["--tls-ktls"],
+        );
+        let addr = tls_addr(&proxy);
+        let mut http1 = https(addr, &ca.client_config(&[b"http/1.1"]));
+        for message in [&b"first"[..], &vec![b'k'; 200_000]] {
+            http1.write(&grpc_web_request(UNARY, &[], &grpc_frame(message)));
+            assert_echo(&http1.read_response(), BACKEND, &[message]);
+        }
+        let mut h2 = h2_over_tls(addr, &ca.client_config(&[b"h2"]));
+        let native = h2.grpc_unary(UNARY, &[], &[b'n'; 200_000]);
+        assert_eq!(native.body(), grpc_frame(&[b'n'; 200_000]));
+        assert_eq!(native.trailer("grpc-status"), Some("0"));
+        let tls = &worker_stats(&proxy).tls;
+        assert_eq!(tls.ktls_connections.get() + tls.ktls_fallbacks.get(), 2);
+        assert_eq!(tls.ktls_failures.get(), 0);
     });
 }
 

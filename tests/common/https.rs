@@ -84,9 +84,11 @@ pub fn https_roundtrip(addr: SocketAddr, config: &Arc<ClientConfig>, request: &[
     client.read_response()
 }
 
-/// An h2 client (the harness's [`H2Client`]) over TLS to `localhost` at `addr`; `config` must
-/// offer ALPN `h2`, and the server must have chosen it.
+/// An h2 client (the harness's [`H2Client`]) over TLS to `localhost` at `addr`. When `config`
+/// offers ALPN `h2` the server must have chosen it; without ALPN the client speaks HTTP/2 with
+/// prior knowledge.
 pub fn h2_over_tls(addr: SocketAddr, config: &Arc<ClientConfig>) -> H2Client {
+    let offers_h2 = config.alpn_protocols.iter().any(|p| p == b"h2");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,11 +100,8 @@ pub fn h2_over_tls(addr: SocketAddr, config: &Arc<ClientConfig>) -> H2Client {
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .expect("TLS handshake");
-        assert_eq!(
-            tls.get_ref().1.alpn_protocol(),
-            Some(&b"h2"[..]),
-            "ALPN chose h2"
-        );
+        let expected: Option<&[u8]> = offers_h2.then_some(b"h2");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), expected, "ALPN");
         let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
         tokio::spawn(async move {
             let _ = connection.await;
