@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -259,6 +259,91 @@ fn native_grpc_over_https_with_http2() {
         assert_eq!(stats.http2_connections.get(), 1);
         assert_eq!(stats.http2_streams.get(), 4);
         assert_calls(&stats, &[(0, 3), (5, 1)]);
+    });
+}
+
+/// Requests of every size over HTTPS with HTTP/1.1, each written at once: one TLS record for
+/// the small ones (the head and the whole body decrypted together, more than the proxy's first
+/// read takes), several for the large ones.
+#[test]
+fn grpc_web_requests_of_every_size_over_https_with_http1() {
+    let ca = TestCa::new("https-sizes");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(
+            driver,
+            &[backend.local_addr()],
+            &leaf.cert,
+            &leaf.key,
+            &["--header-read-timeout-ms", "60000"],
+        );
+        let config = ca.client_config(&[b"http/1.1"]);
+        let mut client = https(tls_addr(&proxy), &config);
+        for size in [
+            0, 500, 900, 1_000, 1_500, 3_000, 8_000, 16_000, 16_500, 40_000, 300_000,
+        ] {
+            eprintln!("--- {size} bytes");
+            let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            client.write(&grpc_web_request(UNARY, &[], &grpc_frame(&message)));
+            assert_echo(&client.read_response(), BACKEND, &[&message]);
+        }
+    });
+}
+
+/// Pipelined requests over HTTPS with HTTP/1.1, written at once (decrypted together, so the
+/// later ones wait in rustls while the first is proxied), are answered in order; one of them
+/// waits for the backend long enough for the proxy to watch the client meanwhile.
+#[test]
+fn pipelined_requests_over_https_with_http1_are_answered_in_order() {
+    let ca = TestCa::new("https-pipelined");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        let mut client = https(tls_addr(&proxy), &ca.client_config(&[]));
+        let mut pipelined = grpc_web_request(UNARY, &[("x-delay-ms", "200")], &grpc_frame(b"1"));
+        for message in [&b"2"[..], b"3"] {
+            pipelined.extend(grpc_web_request(UNARY, &[], &grpc_frame(message)));
+        }
+        client.write(&pipelined);
+        for message in [&b"1"[..], b"2", b"3"] {
+            assert_echo(&client.read_response(), BACKEND, &[message]);
+        }
+    });
+}
+
+/// A client that leaves during a call over HTTPS with HTTP/1.1, with a close_notify alert or
+/// without one (as browsers close), has its upstream call cancelled.
+#[test]
+fn a_client_leaving_mid_call_over_https_cancels_the_upstream_call() {
+    let ca = TestCa::new("https-leave");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        for (round, close_notify) in [(1, true), (2, false)] {
+            let mut client = https(tls_addr(&proxy), &ca.client_config(&[]));
+            let request = grpc_web_request(UNARY, &[("x-delay-ms", "60000")], &grpc_frame(b"x"));
+            client.write(&request);
+            assert!(wait_until(Duration::from_secs(10), || backend
+                .stats()
+                .in_flight
+                == 1));
+            if close_notify {
+                client.stream.conn.send_close_notify();
+                client.stream.flush().unwrap();
+            }
+            drop(client);
+            assert!(
+                wait_until(Duration::from_secs(10), || backend
+                    .stats()
+                    .cancelled_by_client
+                    == round),
+                "close_notify {close_notify}: the upstream call was not cancelled"
+            );
+        }
+        assert_calls(&worker_stats(&proxy), &[(1, 2)]);
     });
 }
 
