@@ -347,6 +347,89 @@ fn a_client_leaving_mid_call_over_https_cancels_the_upstream_call() {
     });
 }
 
+/// A server stream over HTTPS reaches the client message by message: the first message arrives
+/// while the backend holds the second back for a minute (nothing in the TLS layer waits for
+/// more), over HTTP/1.1 and over HTTP/2.
+#[test]
+fn a_server_stream_over_https_arrives_message_by_message() {
+    let ca = TestCa::new("https-stream");
+    let leaf = ca.leaf("leaf");
+    let held = [("x-stream-count", "2"), ("x-stream-interval-ms", "60000")];
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        let addr = tls_addr(&proxy);
+
+        let mut http1 = https(addr, &ca.client_config(&[]));
+        http1.write(&grpc_web_request(
+            SERVER_STREAM,
+            &held,
+            &grpc_frame(b"first"),
+        ));
+        assert_eq!(
+            http1.read_raw_head(),
+            streaming_head("application/grpc-web+proto", BACKEND)
+        );
+        assert_eq!(http1.read_chunk().unwrap(), grpc_frame(b"first"));
+
+        let client = h2_over_tls(addr, &ca.client_config(&[b"h2"]));
+        let send = client.send.clone();
+        let first = client.runtime.block_on(async move {
+            let mut send = send.ready().await.unwrap();
+            let mut headers = vec![("content-type", GRPC), ("te", "trailers")];
+            headers.extend_from_slice(&held);
+            let (response, mut body) = send
+                .send_request(request("POST", SERVER_STREAM, &headers), false)
+                .unwrap();
+            body.send_data(Bytes::from(grpc_frame(b"first")), true)
+                .unwrap();
+            let first = async {
+                let mut recv = response.await.unwrap().into_body();
+                recv.data().await.unwrap().unwrap()
+            };
+            tokio::time::timeout(common::h2client::H2_TIMEOUT, first)
+                .await
+                .expect("the first message while the stream is open")
+        });
+        assert_eq!(first, grpc_frame(b"first"));
+    });
+}
+
+/// A request body sent over HTTPS with HTTP/1.1 in chunks with pauses between them (each its
+/// own TLS record, arriving while the call already runs) reaches the backend whole, in binary
+/// and in text mode.
+#[test]
+fn a_body_streamed_in_pieces_over_https_with_http1() {
+    let ca = TestCa::new("https-pieces");
+    let leaf = ca.leaf("leaf");
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_tls_proxy(driver, &[backend.local_addr()], &leaf.cert, &leaf.key, &[]);
+        let mut client = https(tls_addr(&proxy), &ca.client_config(&[]));
+        let message: Vec<u8> = (0..50_000).map(|i| (i % 251) as u8).collect();
+        let binary = grpc_frame(&message);
+        let text = base64(&binary).into_bytes();
+        for (content_type, body) in [
+            ("application/grpc-web+proto", &binary),
+            ("application/grpc-web-text", &text),
+        ] {
+            client.write(&post_chunked_head(
+                UNARY,
+                content_type,
+                &[("x-grpc-web", "1")],
+            ));
+            for piece in body.chunks(7_001) {
+                client.write(&chunk(piece));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            client.write(&chunk(&[]));
+            let response = client.read_response();
+            assert_eq!(response.messages(), [Bytes::from(message.clone())]);
+            assert_eq!(response.grpc_status(), Some(0));
+        }
+    });
+}
+
 /// A client that offers no ALPN but opens with the HTTP/2 preface (prior knowledge over TLS)
 /// is served HTTP/2.
 #[test]

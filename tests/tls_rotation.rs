@@ -356,6 +356,7 @@ fn rotate_under_load(driver: &str, ca: &TestCa, rotation: &mut dyn Rotation, lea
     }
     let stats = common::https::worker_stats(&proxy);
     let totals = ringway::stats::Totals::sum([&*stats]);
+    eprintln!("{} calls during the rotations, all OK", totals.calls());
     assert_eq!(totals.calls(), totals.calls_by_status[0], "{totals:?}");
     assert_eq!(stats.tls.handshakes_failed_other.get(), 0);
     assert_eq!(stats.tls.handshakes_peer_alert.get(), 0);
