@@ -705,12 +705,16 @@ struct ProxyTarget {
 impl ProxyTarget {
     fn start(driver: &'static str, pki: &TestPki, leaf: &Leaf, extra: &[&str]) -> ProxyTarget {
         let backend = common::start_backend(BACKEND);
+        // The test listener's handshake timeout, so the slow-client cases end as quickly.
+        let timeout_ms = HANDSHAKE_TIMEOUT.as_millis().to_string();
+        let mut flags = vec!["--tls-handshake-timeout-ms", &timeout_ms];
+        flags.extend_from_slice(extra);
         let server = common::https::start_tls_proxy(
             driver,
             &[backend.local_addr()],
             &leaf.cert,
             &leaf.key,
-            extra,
+            &flags,
         );
         ProxyTarget {
             driver,
