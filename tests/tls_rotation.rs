@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::certs_for_server::{InPlaceFiles, Leaf, SecretMount, TestCa};
+use common::certs_for_server::{InPlaceFiles, KeyKind, Leaf, SecretMount, TestCa};
 use common::https::{
     h2_over_tls, https, https_roundtrip, peer_leaf, served_leaf, start_tls_proxy, tls_addr,
 };
@@ -365,7 +365,12 @@ fn rotate_under_load(driver: &str, ca: &TestCa, rotation: &mut dyn Rotation, lea
 #[test]
 fn files_rewritten_in_place_rotate_the_certificate_without_failing_a_call() {
     let ca = TestCa::new("rotate-in-place");
-    let leaves = [ca.leaf("first"), ca.leaf("second"), ca.leaf("third")];
+    // ECDSA to RSA and back: a renewal may change the key type.
+    let leaves = [
+        ca.leaf("first"),
+        ca.leaf_of("second", KeyKind::Rsa2048),
+        ca.leaf("third"),
+    ];
     for_each_driver(|driver| {
         let mut files = InPlaceFiles::new(&ca.dir.join(driver), &leaves[0]);
         rotate_under_load(
@@ -380,7 +385,12 @@ fn files_rewritten_in_place_rotate_the_certificate_without_failing_a_call() {
 #[test]
 fn a_secret_mount_swap_rotates_the_certificate_without_failing_a_call() {
     let ca = TestCa::new("rotate-secret");
-    let leaves = [ca.leaf("first"), ca.leaf("second"), ca.leaf("third")];
+    // ECDSA to RSA and back: a renewal may change the key type.
+    let leaves = [
+        ca.leaf("first"),
+        ca.leaf_of("second", KeyKind::Rsa2048),
+        ca.leaf("third"),
+    ];
     for_each_driver(|driver| {
         let mut mount = SecretMount::new(ca.dir.join(driver), &leaves[0]);
         rotate_under_load(
