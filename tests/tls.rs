@@ -1,10 +1,15 @@
 //! The TLS layer (src/tls/) with real sockets and real peers: rustls clients, an h2 client over
 //! tokio-rustls, and `openssl s_client` for what rustls refuses to be (a TLS 1.0-only client, a
 //! renegotiating one). A small monoio test listener calls `tls::accept` the way the listener
-//! will, under both io drivers, and answers HTTP/1.1 or HTTP/2 by the ALPN result.
+//! does, under both io drivers, and answers HTTP/1.1 or HTTP/2 by the ALPN result. Every
+//! hostile case also runs against the real server (`--tls-listen` in front of the HTTP/1.1 and
+//! HTTP/2 servers and a real backend), which must count it and go on serving HTTPS and
+//! cleartext calls meanwhile.
 //!
 //! Certificates (a test CA, ECDSA P-256 and RSA leaves for localhost and 127.0.0.1) are made at
-//! run time in a temporary directory (tests/common/pki.rs); no key is committed.
+//! run time in a temporary directory; no key is committed.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,11 +21,9 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use ringway::tls::{self, Acceptor, Alpn, ConfigHandle, Reloader, TlsStats, TlsStream};
-use rustls::pki_types::ServerName;
+use ringway_load::backend::BackendHandle;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-
-mod common;
-use common::pki::{KeyKind, Leaf, TestPki};
 
 const DRIVERS: [&str; 2] = ["uring", "epoll"];
 
@@ -33,6 +36,109 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How long the test listener lets a response write stall before closing the connection,
 /// standing in for the connection layer's idle timeout.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+struct TestPki {
+    dir: PathBuf,
+    ca: CertificateDer<'static>,
+    ca_issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum KeyKind {
+    EcdsaP256,
+    Rsa2048,
+}
+
+struct Leaf {
+    cert: PathBuf,
+    key: PathBuf,
+    der: CertificateDer<'static>,
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ringway-tls-{}-{}-{}",
+        std::process::id(),
+        name,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl TestPki {
+    fn new(name: &str) -> TestPki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ringway test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&key).unwrap().der().clone();
+        TestPki {
+            dir: temp_dir(name),
+            ca,
+            ca_issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for localhost and 127.0.0.1, written as `<name>.crt` (leaf + CA) and `<name>.key`
+    /// (PKCS#8).
+    fn leaf(&self, name: &str, kind: KeyKind) -> Leaf {
+        let key = match kind {
+            KeyKind::EcdsaP256 => rcgen::KeyPair::generate().unwrap(),
+            KeyKind::Rsa2048 => rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
+        };
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("ringway test {name}"));
+        let cert = params.signed_by(&key, &self.ca_issuer).unwrap();
+        let chain = format!("{}{}", cert.pem(), pem_of(&self.ca));
+        let leaf = Leaf {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&leaf.cert, chain).unwrap();
+        std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
+        leaf
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone()).unwrap();
+        roots
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pem_of(der: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
 
 /// Rewrites a PKCS#8 key file in its traditional form (SEC1 `EC PRIVATE KEY` or PKCS#1 `RSA
 /// PRIVATE KEY`), with openssl as an operator would.
@@ -529,27 +635,190 @@ fn h2_runs_over_the_tls_stream_with_reads_and_writes_in_flight_together() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hostile clients
+// Hostile clients, against the test listener and the real server
+
+/// Where each hostile case runs, under each io driver: the test listener above (the TLS layer
+/// alone), and the real server (`--tls-listen` in front of the HTTP/1.1 and HTTP/2 servers and
+/// a real backend, one worker). Both count the case in their `TlsStats` and must go on serving
+/// other clients while and after it runs.
+trait Target {
+    fn describe(&self) -> String;
+    fn addr(&self) -> SocketAddr;
+    fn stats(&self) -> &TlsStats;
+    /// Handshakes that named (by SNI) a host the certificate does not cover.
+    fn sni_unmatched(&self) -> u64;
+    /// Other clients are served. Test listener: a new HTTPS connection gets its bytes. Real
+    /// server: a gRPC-Web call over HTTPS with HTTP/1.1, a native gRPC call over HTTPS with
+    /// HTTP/2 and a gRPC-Web call on the cleartext port each get their exact echo.
+    fn assert_serves_others(&self);
+    /// Every connection the case opened is closed and accounted for (the real server's count
+    /// of active connections, which its drain waits for, is back to zero; the test listener
+    /// keeps no count).
+    fn assert_connections_closed(&self);
+}
+
+struct ListenerTarget {
+    driver: &'static str,
+    server: TestServer,
+    handle: ConfigHandle,
+    config: Arc<ClientConfig>,
+}
+
+impl Target for ListenerTarget {
+    fn describe(&self) -> String {
+        format!("test listener, {}", self.driver)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    fn stats(&self) -> &TlsStats {
+        &self.server.stats
+    }
+
+    fn sni_unmatched(&self) -> u64 {
+        self.handle.sni_unmatched()
+    }
+
+    fn assert_serves_others(&self) {
+        let mut client = connect(self.server.addr, &self.config, "localhost").unwrap();
+        assert_eq!(get(&mut client, 3).1, 3, "{}", self.describe());
+    }
+
+    fn assert_connections_closed(&self) {}
+}
+
+/// The name of the real server's backend, in its `x-backend` header.
+const BACKEND: &str = "pod-tls";
+
+struct ProxyTarget {
+    driver: &'static str,
+    server: ringway::server::Server,
+    backend: BackendHandle,
+    stats: Arc<ringway::stats::WorkerStats>,
+    /// Clients trusting the test CA: no ALPN (HTTP/1.1), and ALPN h2.
+    http1: Arc<ClientConfig>,
+    h2: Arc<ClientConfig>,
+}
+
+impl ProxyTarget {
+    fn start(driver: &'static str, pki: &TestPki, leaf: &Leaf, extra: &[&str]) -> ProxyTarget {
+        let backend = common::start_backend(BACKEND);
+        // The test listener's handshake timeout, so the slow-client cases end as quickly.
+        let timeout_ms = HANDSHAKE_TIMEOUT.as_millis().to_string();
+        let mut flags = vec!["--tls-handshake-timeout-ms", &timeout_ms];
+        flags.extend_from_slice(extra);
+        let server = common::https::start_tls_proxy(
+            driver,
+            &[backend.local_addr()],
+            &leaf.cert,
+            &leaf.key,
+            &flags,
+        );
+        ProxyTarget {
+            driver,
+            stats: common::https::worker_stats(&server),
+            server,
+            backend,
+            http1: client_config(pki.roots(), &[], &tls13_and_12()),
+            h2: client_config(pki.roots(), &[b"h2"], &tls13_and_12()),
+        }
+    }
+
+    fn calls_with_status(&self, code: usize) -> u64 {
+        ringway::stats::Totals::sum([&*self.stats]).calls_by_status[code]
+    }
+}
+
+impl Target for ProxyTarget {
+    fn describe(&self) -> String {
+        format!("real server, {}", self.driver)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        common::https::tls_addr(&self.server)
+    }
+
+    fn stats(&self) -> &TlsStats {
+        &self.stats.tls
+    }
+
+    fn sni_unmatched(&self) -> u64 {
+        let tls = self.server.view().tls;
+        tls.expect("a TLS listener").sni_unmatched()
+    }
+
+    fn assert_serves_others(&self) {
+        let what = self.describe();
+        let request = common::grpc_web_request(common::UNARY, &[], &common::grpc_frame(b"https"));
+        let https = common::https::https_roundtrip(self.addr(), &self.http1, &request);
+        common::assert_echo(&https, BACKEND, &[b"https"]);
+        let mut h2 = common::https::h2_over_tls(self.addr(), &self.h2);
+        let native = h2.grpc_unary(common::UNARY, &[], b"h2");
+        assert_eq!(
+            native.messages(),
+            [bytes::Bytes::from_static(b"h2")],
+            "{what}"
+        );
+        assert_eq!(native.trailer("grpc-status"), Some("0"), "{what}");
+        let request = common::grpc_web_request(common::UNARY, &[], &common::grpc_frame(b"clear"));
+        let clear = common::roundtrip(self.server.local_addr(), &request);
+        common::assert_echo(&clear, BACKEND, &[b"clear"]);
+    }
+
+    fn assert_connections_closed(&self) {
+        eventually("every connection closed and uncounted", || {
+            self.stats.connections_active.get() == 0
+        });
+    }
+}
+
+/// The two targets for one io driver; the test listener shares `acceptor` (and its reloader)
+/// across drivers, the real server has its own.
+fn targets(
+    driver: &'static str,
+    pki: &TestPki,
+    leaf: &Leaf,
+    acceptor: &Acceptor,
+) -> [Box<dyn Target>; 2] {
+    let listener = ListenerTarget {
+        driver,
+        server: start_server(driver, acceptor.clone()),
+        handle: acceptor.configs.clone(),
+        config: client_config(pki.roots(), &[], &tls13_and_12()),
+    };
+    let proxy = ProxyTarget::start(driver, pki, leaf, &[]);
+    [Box::new(listener), Box::new(proxy)]
+}
+
+/// Runs `case` against every target under every io driver; the target is printed first, so a
+/// failure's captured output says which one failed.
+fn for_each_target(pki: &TestPki, leaf: &Leaf, acceptor: &Acceptor, case: impl Fn(&dyn Target)) {
+    for driver in DRIVERS {
+        for target in targets(driver, pki, leaf, acceptor) {
+            eprintln!("--- {}", target.describe());
+            case(&*target);
+            target.assert_connections_closed();
+        }
+    }
+}
 
 #[test]
 fn a_client_that_never_sends_a_client_hello_is_closed_at_the_handshake_timeout() {
     let pki = TestPki::new("silent");
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
     let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
-    for driver in DRIVERS {
-        let server = start_server(driver, acceptor.clone());
-        let mut silent = tcp(server.addr);
+    for_each_target(&pki, &leaf, &acceptor, |target| {
+        let mut silent = tcp(target.addr());
+        // Others are served while it holds its connection open, and after.
+        target.assert_serves_others();
         assert!(read_until_closed(&mut silent).is_empty());
         eventually("timeout counted", || {
-            server.stats.handshake_timeouts.get() == 1
+            target.stats().handshake_timeouts.get() == 1
         });
-        // The worker still serves.
-        let config = client_config(pki.roots(), &[], &tls13_and_12());
-        assert_eq!(
-            get(&mut connect(server.addr, &config, "localhost").unwrap(), 3).1,
-            3
-        );
-    }
+        target.assert_serves_others();
+    });
 }
 
 #[test]
@@ -558,16 +827,19 @@ fn a_handshake_at_one_byte_per_second_is_closed_at_the_handshake_timeout() {
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
     let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
     let hello = client_hello(pki.roots());
-    for driver in DRIVERS {
-        let server = start_server(driver, acceptor.clone());
-        let mut slow = tcp(server.addr);
+    for_each_target(&pki, &leaf, &acceptor, |target| {
+        let mut slow = tcp(target.addr());
         // Each probe read waits up to a second: the pace of one byte per second.
         slow.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let mut closed = false;
-        for byte in &hello {
+        for (i, byte) in hello.iter().enumerate() {
             if slow.write_all(&[*byte]).is_err() {
                 closed = true;
                 break;
+            }
+            if i == 0 {
+                // Others are served while the handshake trickles in.
+                target.assert_serves_others();
             }
             let mut probe = [0u8; 1];
             match slow.read(&mut probe) {
@@ -582,12 +854,14 @@ fn a_handshake_at_one_byte_per_second_is_closed_at_the_handshake_timeout() {
         }
         assert!(
             closed,
-            "{driver}: the whole ClientHello went through at 1 byte/s"
+            "{}: the whole ClientHello went through at 1 byte/s",
+            target.describe()
         );
         eventually("timeout counted", || {
-            server.stats.handshake_timeouts.get() == 1
+            target.stats().handshake_timeouts.get() == 1
         });
-    }
+        target.assert_serves_others();
+    });
 }
 
 #[test]
@@ -595,41 +869,38 @@ fn garbage_instead_of_a_client_hello_is_closed_and_counted() {
     let pki = TestPki::new("garbage");
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
     let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
-    for driver in DRIVERS {
-        let server = start_server(driver, acceptor.clone());
+    for_each_target(&pki, &leaf, &acceptor, |target| {
+        let stats = target.stats();
         // Not TLS at all: closed without an answer.
-        let mut junk = tcp(server.addr);
+        let mut junk = tcp(target.addr());
         junk.write_all(&[0x00, 0xff, 0x13, 0x37, 0x42, 0x99, 0x01])
             .unwrap();
         assert!(read_until_closed(&mut junk).is_empty());
-        eventually("not-TLS counted", || {
-            server.stats.handshakes_not_tls.get() == 1
-        });
+        eventually("not-TLS counted", || stats.handshakes_not_tls.get() == 1);
 
         // A TLS record header with a corrupted ClientHello inside: rustls answers with an alert.
         let mut hello = client_hello(pki.roots());
         for b in hello.iter_mut().skip(9).take(40) {
             *b ^= 0x5a;
         }
-        let mut corrupt = tcp(server.addr);
+        let mut corrupt = tcp(target.addr());
         corrupt.write_all(&hello).unwrap();
         let answer = read_until_closed(&mut corrupt);
-        assert!(is_alert(&answer), "{driver}: {answer:?}");
+        assert!(is_alert(&answer), "{}: {answer:?}", target.describe());
         eventually("bad hello counted", || {
-            server.stats.handshakes_failed_other.get() + server.stats.handshakes_incompatible.get()
-                == 1
+            stats.handshakes_failed_other.get() + stats.handshakes_incompatible.get() == 1
         });
 
         // A record that claims more than a record may hold.
-        let mut huge = tcp(server.addr);
+        let mut huge = tcp(target.addr());
         huge.write_all(&[22, 3, 1, 0xff, 0xff]).unwrap();
         huge.write_all(&[0u8; 1024]).unwrap();
         let _ = read_until_closed(&mut huge);
         eventually("oversized record counted", || {
-            server.stats.handshakes_failed_other.get() + server.stats.handshakes_incompatible.get()
-                == 2
+            stats.handshakes_failed_other.get() + stats.handshakes_incompatible.get() == 2
         });
-    }
+        target.assert_serves_others();
+    });
 }
 
 #[test]
@@ -637,9 +908,8 @@ fn a_plain_http_request_to_the_tls_port_gets_400() {
     let pki = TestPki::new("plain");
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
     let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
-    for driver in DRIVERS {
-        let server = start_server(driver, acceptor.clone());
-        let mut plain = tcp(server.addr);
+    for_each_target(&pki, &leaf, &acceptor, |target| {
+        let mut plain = tcp(target.addr());
         plain
             .write_all(b"POST /demo.Echo/Unary HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .unwrap();
@@ -650,20 +920,22 @@ fn a_plain_http_request_to_the_tls_port_gets_400() {
         );
         assert!(answer.ends_with("This port speaks HTTPS, not plain HTTP.\n"));
         eventually("plain HTTP counted", || {
-            server.stats.handshakes_plain_http.get() == 1
+            target.stats().handshakes_plain_http.get() == 1
         });
-    }
+        target.assert_serves_others();
+    });
 }
 
 #[test]
 fn an_unknown_sni_gets_the_certificate_which_the_client_rejects() {
     let pki = TestPki::new("sni");
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
-    let (reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
-    for (round, driver) in DRIVERS.into_iter().enumerate() {
-        let server = start_server(driver, acceptor.clone());
+    let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
+    for_each_target(&pki, &leaf, &acceptor, |target| {
+        // The test listener's reloader is shared by both drivers' listeners.
+        let unmatched_before = target.sni_unmatched();
         let config = client_config(pki.roots(), &[b"h2"], &tls13_and_12());
-        let error = connect(server.addr, &config, "unknown.example").unwrap_err();
+        let error = connect(target.addr(), &config, "unknown.example").unwrap_err();
         assert!(
             matches!(
                 error,
@@ -675,13 +947,14 @@ fn an_unknown_sni_gets_the_certificate_which_the_client_rejects() {
             "{error:?}"
         );
         eventually("client alert counted", || {
-            server.stats.handshakes_peer_alert.get() == 1
+            target.stats().handshakes_peer_alert.get() == 1
         });
-        assert_eq!(reloader.handle().sni_unmatched(), round as u64 + 1);
+        assert_eq!(target.sni_unmatched(), unmatched_before + 1);
         // A name the certificate covers is not counted.
-        connect(server.addr, &config, "localhost").unwrap();
-        assert_eq!(reloader.handle().sni_unmatched(), round as u64 + 1);
-    }
+        connect(target.addr(), &config, "localhost").unwrap();
+        assert_eq!(target.sni_unmatched(), unmatched_before + 1);
+        target.assert_serves_others();
+    });
 }
 
 #[test]
@@ -689,10 +962,9 @@ fn a_client_offering_only_unknown_alpn_protocols_gets_an_alert() {
     let pki = TestPki::new("alpn-none");
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
     let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
-    for driver in DRIVERS {
-        let server = start_server(driver, acceptor.clone());
+    for_each_target(&pki, &leaf, &acceptor, |target| {
         let config = client_config(pki.roots(), &[b"h3", b"spdy/3"], &tls13_and_12());
-        let error = connect(server.addr, &config, "localhost").unwrap_err();
+        let error = connect(target.addr(), &config, "localhost").unwrap_err();
         assert!(
             matches!(
                 error,
@@ -701,9 +973,10 @@ fn a_client_offering_only_unknown_alpn_protocols_gets_an_alert() {
             "{error:?}"
         );
         eventually("incompatible counted", || {
-            server.stats.handshakes_incompatible.get() == 1
+            target.stats().handshakes_incompatible.get() == 1
         });
-    }
+        target.assert_serves_others();
+    });
 }
 
 fn openssl_s_client(addr: SocketAddr, args: &[&str], stdin: &[u8]) -> (bool, String) {
@@ -754,11 +1027,10 @@ fn a_tls10_only_client_gets_a_handshake_failure_alert() {
     let pki = TestPki::new("tls10");
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
     let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
-    for driver in DRIVERS {
-        let server = start_server(driver, acceptor.clone());
+    for_each_target(&pki, &leaf, &acceptor, |target| {
         // OpenSSL 3 refuses TLS 1.0 at its default security level; level 0 lets it try.
         let (ok, text) = openssl_s_client(
-            server.addr,
+            target.addr(),
             &[
                 "-tls1",
                 "-cipher",
@@ -772,9 +1044,10 @@ fn a_tls10_only_client_gets_a_handshake_failure_alert() {
         // rustls answers a ClientHello without TLS 1.2 or 1.3 with handshake_failure (40).
         assert!(text.contains("alert handshake failure"), "{text}");
         eventually("TLS 1.0 counted", || {
-            server.stats.handshakes_incompatible.get() == 1
+            target.stats().handshakes_incompatible.get() == 1
         });
-    }
+        target.assert_serves_others();
+    });
 }
 
 #[test]
@@ -782,13 +1055,13 @@ fn a_tls12_renegotiation_is_refused_and_the_connection_ends() {
     let pki = TestPki::new("reneg");
     let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
     let (_reloader, acceptor) = acceptor_for(&leaf.cert, &leaf.key, false);
-    for driver in DRIVERS {
-        let server = start_server(driver, acceptor.clone());
-        let ca_file = pki.ca_file();
+    let ca_file = pki.dir.join("ca.pem");
+    std::fs::write(&ca_file, pem_of(&pki.ca)).unwrap();
+    for_each_target(&pki, &leaf, &acceptor, |target| {
         // "R" asks s_client to renegotiate; the request after it shows whether the connection
         // survived.
         let (_, text) = openssl_s_client(
-            server.addr,
+            target.addr(),
             &[
                 "-tls1_2",
                 "-servername",
@@ -802,15 +1075,11 @@ fn a_tls12_renegotiation_is_refused_and_the_connection_ends() {
         // rustls answers at once with a no_renegotiation alert, which ends s_client.
         assert!(
             text.contains("no renegotiation"),
-            "{driver}: not refused:\n{text}"
+            "{}: not refused:\n{text}",
+            target.describe()
         );
-        // The worker still serves.
-        let config = client_config(pki.roots(), &[], &tls13_and_12());
-        assert_eq!(
-            get(&mut connect(server.addr, &config, "localhost").unwrap(), 3).1,
-            3
-        );
-    }
+        target.assert_serves_others();
+    });
 }
 
 #[test]
@@ -833,18 +1102,136 @@ fn a_client_that_stops_reading_mid_response_is_closed_and_others_are_unaffected(
             server.write_stalls.load(Ordering::Relaxed) == 1
         });
         // Its connection was closed: draining it ends (it cannot hold 64 MiB in buffers).
-        let mut drained = 0usize;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stalled.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
+        let drained = drain_until_closed(&mut stalled);
         assert!(
             drained < 64 * 1024 * 1024,
             "{driver}: the whole response arrived"
         );
+    }
+}
+
+/// Reads and discards until the server closes the connection; returns how much arrived. Fails
+/// the test if the server keeps the connection open.
+fn drain_until_closed(client: &mut Client) -> usize {
+    let mut drained = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => return drained,
+            Ok(n) => drained += n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                panic!("the server kept a stalled connection open for {CLIENT_WAIT:?}")
+            }
+            // A reset, or a TCP close without close_notify.
+            Err(_) => return drained,
+        }
+    }
+}
+
+/// The real server's limits on a client that stops reading: `--idle-timeout-ms` for a
+/// response write (HTTP/1.1) or a stream's shut window (HTTP/2), then the HTTP/2 keepalive
+/// PING for the connection whose socket no longer moves.
+const STALL_FLAGS: [&str; 6] = [
+    "--idle-timeout-ms",
+    "1000",
+    "--http2-keepalive-interval-ms",
+    "1000",
+    "--http2-keepalive-timeout-ms",
+    "1000",
+];
+
+/// A server stream of 64 messages of 1 MiB: more than the socket buffers on both sides hold.
+const HUGE_STREAM: [(&str, &str); 2] = [("x-stream-count", "64"), ("x-response-bytes", "1048576")];
+
+/// The real server, over HTTP/1.1 and HTTP/2 (both over TLS): a client that stops reading a
+/// large response has its call cancelled upstream (the backend sees it), counted as CANCELLED,
+/// and its connection closed, while the worker serves others throughout.
+#[test]
+fn a_client_that_stops_reading_mid_response_from_the_real_server_is_cut_off() {
+    let pki = TestPki::new("stall-proxy");
+    let leaf = pki.leaf("leaf", KeyKind::EcdsaP256);
+    for driver in DRIVERS {
+        let target = ProxyTarget::start(driver, &pki, &leaf, &STALL_FLAGS);
+        eprintln!("--- {}", target.describe());
+        let cancelled = ringway::status::Code::Cancelled as usize;
+
+        // HTTP/1.1: gRPC-Web, and the client never reads.
+        let mut stalled = connect(target.addr(), &target.http1, "localhost").unwrap();
+        let request = common::grpc_web_request(
+            common::SERVER_STREAM,
+            &HUGE_STREAM,
+            &common::grpc_frame(b"big"),
+        );
+        stalled.write_all(&request).unwrap();
+        stalled.flush().unwrap();
+        target.assert_serves_others();
+        eventually("HTTP/1.1: the upstream call cancelled", || {
+            target.backend.stats().cancelled_by_client == 1
+        });
+        eventually("counted as CANCELLED", || {
+            target.calls_with_status(cancelled) == 1
+        });
+        assert!(drain_until_closed(&mut stalled) < 64 * 1024 * 1024);
+
+        // HTTP/2: native gRPC on a connection whose client opened its windows wide and then
+        // stopped reading the socket.
+        let mut stalled = connect(target.addr(), &target.h2, "localhost").unwrap();
+        assert_eq!(stalled.conn.alpn_protocol(), Some(&b"h2"[..]));
+        let window_max: u32 = (1 << 31) - 1;
+        let mut opening = common::rawh2::PREFACE.to_vec();
+        // SETTINGS_INITIAL_WINDOW_SIZE (4) at its maximum; the connection window likewise.
+        let mut settings = 4u16.to_be_bytes().to_vec();
+        settings.extend_from_slice(&window_max.to_be_bytes());
+        opening.extend(common::rawh2::frame(
+            common::rawh2::SETTINGS,
+            0,
+            0,
+            &settings,
+        ));
+        let increment = window_max - 65_535;
+        opening.extend(common::rawh2::frame(
+            common::rawh2::WINDOW_UPDATE,
+            0,
+            0,
+            &increment.to_be_bytes(),
+        ));
+        let mut fields = vec![
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", common::SERVER_STREAM),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ];
+        fields.extend_from_slice(&HUGE_STREAM);
+        opening.extend(common::rawh2::frame(
+            common::rawh2::HEADERS,
+            common::rawh2::END_HEADERS,
+            1,
+            &common::rawh2::header_block(&fields),
+        ));
+        opening.extend(common::rawh2::frame(
+            common::rawh2::DATA,
+            common::rawh2::END_STREAM,
+            1,
+            &common::grpc_frame(b"big"),
+        ));
+        stalled.write_all(&opening).unwrap();
+        stalled.flush().unwrap();
+        target.assert_serves_others();
+        eventually("HTTP/2: the upstream call cancelled", || {
+            target.backend.stats().cancelled_by_client == 2
+        });
+        eventually("counted as CANCELLED", || {
+            target.calls_with_status(cancelled) == 2
+        });
+        assert!(drain_until_closed(&mut stalled) < 64 * 1024 * 1024);
+        target.assert_serves_others();
+        drop(stalled);
+        target.assert_connections_closed();
     }
 }
 

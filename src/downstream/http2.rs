@@ -136,9 +136,15 @@ enum Wake {
 impl<S: Transport + Unpin + 'static> Driver<S> {
     async fn run(mut self, peer: SocketAddr) {
         let settings = self.context.limits.http2.clone();
-        let mut ping = settings
+        let ping = settings
             .keepalive_interval
             .and_then(|_| self.connection.ping_pong());
+        // One keepalive future for the connection's whole life, polled by every turn of the
+        // loop: a future made anew per turn was dropped whenever a stream came or went between
+        // a PING and its PONG, which left h2's one PING slot taken, so the next PING was
+        // refused ("send_ping while pending") and a busy, healthy connection was closed with
+        // its streams.
+        let mut keepalive = std::pin::pin!(keepalive(ping, &mut self.keepalive_timer, &settings));
         let mut draining = false;
         // The connection is being shut down for a flood; only flushing the GOAWAY remains.
         let mut closing = false;
@@ -155,7 +161,7 @@ impl<S: Transport + Unpin + 'static> Driver<S> {
                 _ = drain_began(&self.context, draining) => Wake::Drain,
                 _ = wait_until(&mut self.timer, idle_deadline) => Wake::Idle,
                 _ = self.streams.changed.notified() => Wake::StreamsChanged,
-                reason = keepalive(&mut ping, &mut self.keepalive_timer, &settings) => Wake::Dead(reason),
+                reason = &mut keepalive => Wake::Dead(reason),
             };
             match wake {
                 Wake::Accepted(Some(Ok((request, respond)))) => {
@@ -244,13 +250,14 @@ impl Drop for StreamGuard {
 }
 
 /// Send a PING every interval; return why the client is considered gone when one is not
-/// answered within the timeout. Pending forever when keepalive is off.
+/// answered within the timeout. Pending forever when keepalive is off. Must not be dropped
+/// before the connection ends (see `Driver::run`).
 async fn keepalive(
-    ping: &mut Option<h2::PingPong>,
+    ping: Option<h2::PingPong>,
     timer: &mut CoarseTimer,
     settings: &crate::config::Http2Settings,
 ) -> &'static str {
-    let (Some(ping), Some(interval)) = (ping.as_mut(), settings.keepalive_interval) else {
+    let (Some(mut ping), Some(interval)) = (ping, settings.keepalive_interval) else {
         return std::future::pending().await;
     };
     loop {

@@ -176,6 +176,11 @@ pub(crate) struct UserspaceTls {
     filled_last: bool,
     /// Read the handshake record by record (kTLS must find the socket at a record boundary).
     record_exact: bool,
+    /// rustls holds plaintext no read has taken yet (or the end of the stream): a read into a
+    /// buffer smaller than what one record decrypted to leaves the rest there, and data that
+    /// followed the client's last handshake message is decrypted with it. Readiness must not
+    /// wait on the socket for bytes already received.
+    plaintext_waiting: bool,
 }
 
 /// What rustls had for the reader.
@@ -203,6 +208,7 @@ impl UserspaceTls {
             write_waiter: None,
             filled_last: false,
             record_exact,
+            plaintext_waiting: false,
         }
     }
 
@@ -322,6 +328,7 @@ impl UserspaceTls {
                 self.flush_records().await.map_err(HandshakeError::Io)?;
             }
             if !self.conn.is_handshaking() {
+                self.plaintext_waiting = self.plaintext_waiting_now();
                 return Ok(());
             }
             match self.read_socket().await.map_err(HandshakeError::Io)? {
@@ -354,6 +361,7 @@ impl UserspaceTls {
                         buf.set_init(n);
                     }
                     self.conn.reader().consume(n);
+                    self.plaintext_waiting = self.plaintext_waiting_now();
                     return (Ok(n), buf);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -393,10 +401,16 @@ impl UserspaceTls {
         }
     }
 
-    /// Whether ciphertext read from the socket waits to be given to rustls: then a read can
-    /// make progress without the socket.
-    fn has_unfed_input(&self) -> bool {
-        self.rx.as_ref().is_some_and(|rx| !rx.pending().is_empty())
+    /// Whether a read can make progress without the socket: plaintext (or the end) waits in
+    /// rustls, or ciphertext read from the socket waits to be given to it.
+    fn has_input(&self) -> bool {
+        self.plaintext_waiting || self.rx.as_ref().is_some_and(|rx| !rx.pending().is_empty())
+    }
+
+    /// Whether rustls holds plaintext or the end of the stream for the next read, taking
+    /// nothing.
+    fn plaintext_waiting_now(&mut self) -> bool {
+        !matches!(self.conn.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Move all the plaintext rustls holds to the end of `out`.
@@ -442,6 +456,12 @@ impl UserspaceTls {
     /// (a `recv` that does not wait, so it is never cut short by a dropped future). Records
     /// rustls wants to send in answer (an alert, a KeyUpdate) go out with the next write.
     fn try_read_plain(&mut self, out: &mut BytesMut) -> io::Result<usize> {
+        let read = self.try_read_plain_once(out);
+        self.plaintext_waiting = self.plaintext_waiting_now();
+        read
+    }
+
+    fn try_read_plain_once(&mut self, out: &mut BytesMut) -> io::Result<usize> {
         loop {
             match self.take_plaintext(out)? {
                 Plain::Bytes(n) => return Ok(n),
@@ -575,7 +595,7 @@ impl AsRawFd for TlsStream {
 impl Transport for TlsStream {
     async fn readable(&self) -> io::Result<()> {
         match &self.inner {
-            Inner::Userspace(tls) if tls.has_unfed_input() => Ok(()),
+            Inner::Userspace(tls) if tls.has_input() => Ok(()),
             _ => self.tcp().readable(false).await,
         }
     }

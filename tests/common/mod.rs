@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod certs_for_server;
 pub mod h2client;
+pub mod https;
 pub mod node;
 pub mod pki;
 pub mod rawh2;
@@ -281,14 +283,15 @@ pub fn parse_frames(mut raw: BytesMut) -> Vec<Frame> {
     frames
 }
 
-/// Reads responses from one connection, keeping bytes that belong to the next response.
-pub struct Reader {
-    pub stream: TcpStream,
+/// Reads responses from one connection, keeping bytes that belong to the next response. The
+/// connection is TCP, or TLS over it (see [`https`]).
+pub struct Reader<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
-impl Reader {
-    pub fn new(stream: TcpStream) -> Self {
+impl<S: Read + Write> Reader<S> {
+    pub fn new(stream: S) -> Self {
         Reader {
             stream,
             buf: Vec::new(),
@@ -297,6 +300,8 @@ impl Reader {
 
     pub fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to proxy");
+        // A TLS stream may hold the last record until flushed.
+        self.stream.flush().expect("write to proxy");
     }
 
     /// Read more; returns false on EOF.
@@ -309,6 +314,8 @@ impl Reader {
                 true
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            // TLS: the server closed the TCP connection without a close_notify alert.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
             // A signal landed on this thread (the proxy's io_uring workers share the process).
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
             Err(e) => panic!("reading from proxy: {e}"),
