@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/h2.sh, bench/tls.sh and bench/connect.sh (sourced, not run): the method of
 # bench/e2e.sh with ringway-load as the load generator, so every setup is driven by the same
 # client and only calls ending in grpc-status 0 (Connect: HTTP 200 with the message) count.
@@ -14,7 +15,6 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOAD="$ROOT/target/release/ringway-load"
-CALL_PATH=/ringway.test.Echo/Unary
 
 log() { printf '[%s %s] %s\n' "$SCRIPT_NAME" "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -30,16 +30,16 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 stop() { # pid: TERM, then KILL after 3 s
-  local pid=$1 i
+  local pid=$1 _
   kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
 
 wait_port() { # port pid: succeed once something listens on 127.0.0.1:port, fail if pid dies
-  local port=$1 pid=$2 i
-  for i in $(seq 100); do
+  local port=$1 pid=$2 _
+  for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || return 1
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.1
@@ -54,6 +54,7 @@ user_sys_ticks() { awk '{ print $14, $15 }' /proc/"$1"/stat 2>/dev/null || echo 
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' /proc/"$1"/status 2>/dev/null || echo 0; }
 
 # --- tools and build ------------------------------------------------------------------------------
+# shellcheck disable=SC2120 # callers pass extra packages only when they need them
 ensure_tools() { # extra Debian packages to have
   local missing=() tool
   for tool in taskset python3 "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
@@ -346,6 +347,8 @@ def num(v):
         return float(v)
     except (TypeError, ValueError):
         return None
+def fmt(v):
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 cols = [("calls_per_s", "calls/s", 1), ("p50_us", "p50 µs", 1), ("p99_us", "p99 µs", 1),
         ("proxy_cpu_us_per_call", "proxy CPU µs/call", 1), ("proxy_user_us_per_call", "user", 1),
         ("proxy_kernel_us_per_call", "kernel", 1), ("backend_cpu_us_per_call", "backend µs/call", 1),
@@ -356,7 +359,7 @@ for r in rows:
 out = []
 for scenario, setups in groups.items():
     out.append(f"\n{scenario}: medians over runs [min-max]")
-    out.append(f"{'setup':<10} {'runs':>5}  " + "  ".join(f"{h:>22}" for _, h, _ in cols) + "  errors")
+    out.append(f"{'setup':<10} {'runs':>5}  " + "  ".join(f"{h:>17}" for _, h, _ in cols) + "  errors")
     medians = {}
     for setup, runs in setups.items():
         ok = [r for r in runs if r["calls_per_s"] != "FAILED"]
@@ -368,10 +371,10 @@ for scenario, setups in groups.items():
                 continue
             m = statistics.median(vals)
             medians[(setup, col)] = m
-            spread = f" [{min(vals):.4g}-{max(vals):.4g}]" if len(vals) > 1 else ""
-            cells.append(f"{m:.4g}{spread}")
+            spread = f" [{fmt(min(vals))}-{fmt(max(vals))}]" if len(vals) > 1 else ""
+            cells.append(f"{fmt(m)}{spread}")
         errors = ",".join(sorted({r["errors"] for r in ok})) or "-"
-        out.append(f"{setup:<10} {len(ok):>2}/{len(runs):<2}  " + "  ".join(f"{c:>22}" for c in cells) + f"  {errors}")
+        out.append(f"{setup:<10} {len(ok):>2}/{len(runs):<2}  " + "  ".join(f"{c:>17}" for c in cells) + f"  {errors}")
         negotiated = sorted({r["tls_negotiated"] for r in ok if r["tls_negotiated"] not in ("-", "")})
         for n in negotiated:
             out.append(f"{'':<10} TLS: {n}")

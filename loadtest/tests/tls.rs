@@ -402,3 +402,37 @@ fn https_cli_flags_reach_the_report() {
     let _ = std::fs::remove_file(&ca);
     let _ = std::fs::remove_file(&json);
 }
+
+/// A cleartext server that accepts connections and never answers.
+fn silent_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_call_timing_out_over_tls_drops_its_connection_and_the_next_call_reconnects() {
+    let pki = Pki::standard();
+    let relay = TlsRelay::start(&pki, &[b"h2", b"http/1.1"], Some(silent_server()), None);
+    for io_driver in drivers() {
+        let config = LoadConfig {
+            io_driver,
+            connections: 2,
+            call_timeout: Duration::from_millis(100),
+            duration: Some(Duration::from_millis(450)),
+            ..https_config(&relay, &pki)
+        };
+        let report = load::start(config).unwrap().join();
+        only("timeout", &report);
+        // Each timed-out call cancelled a read in the middle of the TLS stream; that connection
+        // is not reused, so every later call made a new one (and a new handshake).
+        assert!(report.connects > 2, "{}", report.table());
+        assert_eq!(report.tls_handshakes, report.connects);
+    }
+}
