@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use ringway_load::load;
 use ringway_load::pods;
 use ringway_load::proxy::{self, ProxyKind};
-use ringway_load::scenario::{self, ScenarioConfig};
+use ringway_load::scenario::{self, ScenarioConfig, ScenarioTls};
 
 use crate::cmd_pods::PodKnobs;
 
@@ -116,9 +117,41 @@ pub struct ScaleArgs {
     /// Proxy worker threads (ringway --workers, Envoy --concurrency).
     #[arg(long, env = "RINGWAY_LOAD_SCENARIO_PROXY_WORKERS", default_value_t = 2)]
     proxy_workers: usize,
-    /// Load connections (HTTP/1.1 keep-alive).
+    /// Load connections (HTTP/1.1 keep-alive, or HTTP/2 with --http2).
     #[arg(long, env = "RINGWAY_LOAD_SCENARIO_CONNECTIONS", default_value_t = 16)]
     connections: usize,
+    /// The load over HTTP/2 (h2c, or ALPN h2 with --tls-cert-file) instead of HTTP/1.1.
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_HTTP2")]
+    http2: bool,
+    /// With --http2: concurrent streams per load connection.
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_STREAMS", default_value_t = 1)]
+    streams: usize,
+    /// HTTPS: the proxy also serves TLS with this PEM certificate chain (on a free port next
+    /// to --listen) and the load goes there; needs --tls-key-file and --ca-file [default:
+    /// cleartext].
+    #[arg(long, env = "RINGWAY_LOAD_SCENARIO_TLS_CERT_FILE", requires_all = ["tls_key_file", "ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    /// HTTPS: the PEM private key of --tls-cert-file [default: none].
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<PathBuf>,
+    /// HTTPS: PEM file of the CA the load trusts for the proxy's certificate [default: none].
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_CA_FILE",
+        requires = "tls_cert_file"
+    )]
+    ca_file: Option<PathBuf>,
+    /// HTTPS: the server name the load sends as SNI and checks in the certificate.
+    #[arg(
+        long,
+        env = "RINGWAY_LOAD_SCENARIO_SERVER_NAME",
+        default_value = "127.0.0.1"
+    )]
+    server_name: String,
     /// Load threads.
     #[arg(long, env = "RINGWAY_LOAD_SCENARIO_LOAD_THREADS", default_value_t = 1)]
     load_threads: usize,
@@ -193,6 +226,24 @@ impl ScaleArgs {
         config.share_tolerance = self.share_tolerance;
         config.removal_slack_ms = self.removal_slack_ms;
         config.backend = self.knobs.backend_config();
+        config.http2 = self.http2;
+        config.streams = self.streams;
+        if let (Some(cert_file), Some(key_file), Some(ca_file)) =
+            (self.tls_cert_file, self.tls_key_file, self.ca_file)
+        {
+            let ca_certificates = load::read_ca_file(&ca_file).map_err(anyhow::Error::msg)?;
+            config.tls = Some(ScenarioTls {
+                cert_file,
+                key_file,
+                client: load::TlsTarget {
+                    ca_certificates,
+                    server_name: self.server_name,
+                    key_exchange: load::KeyExchange::Default,
+                    resumption: true,
+                },
+                listen: SocketAddr::new(self.listen.ip(), 0),
+            });
+        }
         Ok(config)
     }
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use ringway_load::load::{self, CallKind, IoDriver, LoadConfig, Mode, Protocol, Snapshot};
+use ringway_load::load::{
+    self, CallKind, IoDriver, KeyExchange, LoadConfig, Mode, Protocol, Snapshot,
+};
 
 /// Exit code when `--check-balance` fails (1 is left to errors that stop the run).
 pub const EXIT_IMBALANCED: i32 = 3;
@@ -22,7 +24,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Target URL, `http://host[:port]`; a DNS name is resolved once, at start.
+    /// Target URL, `http://host[:port]` or `https://host[:port]` (TLS; needs --ca-file); a DNS
+    /// name is resolved once, at start.
     #[arg(
         long,
         env = "RINGWAY_LOAD_RUN_TARGET",
@@ -40,10 +43,32 @@ pub struct RunArgs {
     /// connections × 8 streams = 64 calls at a time).
     #[arg(long, env = "RINGWAY_LOAD_RUN_STREAMS", default_value_t = 1)]
     streams: usize,
-    /// gRPC-Web (HTTP/1.1 or --http2) or native gRPC (application/grpc with HTTP/2 trailers;
-    /// needs --http2).
+    /// gRPC-Web (HTTP/1.1 or --http2), native gRPC (application/grpc with HTTP/2 trailers;
+    /// needs --http2) or Connect unary calls (application/proto, bare message; HTTP/1.1 or
+    /// --http2).
     #[arg(long, env = "RINGWAY_LOAD_RUN_PROTOCOL", value_enum, default_value_t = ProtocolArg::GrpcWeb)]
     protocol: ProtocolArg,
+    /// Open a new connection (TCP, and TLS for https://) for every call and close it after the
+    /// response (close_notify, then FIN): measures connection setup and handshakes.
+    #[arg(long, env = "RINGWAY_LOAD_RUN_CONNECTION_PER_CALL")]
+    connection_per_call: bool,
+    /// https:// targets: PEM file of the certificate authorities to trust (the server's chain
+    /// must lead to one) [default: none; required for https://].
+    #[arg(long, env = "RINGWAY_LOAD_RUN_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// https:// targets: the server name sent as SNI and required in the certificate; also the
+    /// request authority (Host, :authority), with the target's port [default: the target's
+    /// host].
+    #[arg(long, env = "RINGWAY_LOAD_RUN_SERVER_NAME")]
+    server_name: Option<String>,
+    /// https:// targets: key exchange groups offered: default (rustls's: X25519MLKEM768,
+    /// P-384, X25519, P-256), x25519, p256 or x25519mlkem768 alone.
+    #[arg(long, env = "RINGWAY_LOAD_RUN_TLS_KEY_EXCHANGE", value_enum, default_value_t = KeyExchangeArg::Default)]
+    tls_key_exchange: KeyExchangeArg,
+    /// https:// targets: resume TLS sessions with tickets from earlier connections; without
+    /// it every connection makes a full handshake.
+    #[arg(long, env = "RINGWAY_LOAD_RUN_TLS_RESUMPTION")]
+    tls_resumption: bool,
     /// Threads, each with its own io_uring (or epoll) runtime; 0 = the cores this process may
     /// use, but no more than the connections.
     #[arg(long, env = "RINGWAY_LOAD_RUN_THREADS", default_value_t = 0)]
@@ -111,6 +136,15 @@ enum DriverArg {
 enum ProtocolArg {
     GrpcWeb,
     Grpc,
+    Connect,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KeyExchangeArg {
+    Default,
+    X25519,
+    P256,
+    X25519mlkem768,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -186,7 +220,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 fn config(args: &RunArgs) -> anyhow::Result<LoadConfig> {
-    let (target, host_header) = resolve_target(&args.target)?;
+    let url = parse_target(&args.target)?;
+    let target = resolve(&url)?;
+    let (host_header, tls) = tls_target(args, &url)?;
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -228,37 +264,124 @@ fn config(args: &RunArgs) -> anyhow::Result<LoadConfig> {
         protocol: match args.protocol {
             ProtocolArg::GrpcWeb => Protocol::GrpcWeb,
             ProtocolArg::Grpc => Protocol::Grpc,
+            ProtocolArg::Connect => Protocol::Connect,
         },
+        tls,
+        connection_per_call: args.connection_per_call,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 
-/// `http://host[:port][/]` → the first address the host resolves to (once, now) and the
-/// authority for the Host header, as written.
-fn resolve_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("--target {url:?}: only http:// targets are supported (no TLS yet)");
+/// A `--target` URL, split.
+#[derive(Debug, PartialEq, Eq)]
+struct TargetUrl {
+    https: bool,
+    /// The host as written (an IPv6 literal keeps its brackets).
+    host: String,
+    /// The port as written, if any.
+    port: Option<u16>,
+}
+
+impl TargetUrl {
+    /// The authority as written: `host[:port]`.
+    fn authority(&self, host: &str) -> String {
+        match self.port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+
+    fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(if self.https { 443 } else { 80 })
+    }
+}
+
+/// `http[s]://host[:port][/]`.
+fn parse_target(url: &str) -> anyhow::Result<TargetUrl> {
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => bail!("--target {url:?}: expected http:// or https://"),
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-        bail!("--target {url:?}: expected http://host[:port] with no path");
+        bail!("--target {url:?}: expected http[s]://host[:port] with no path");
     }
     // A port is digits after the last ':' (an IPv6 literal's colons are inside brackets).
-    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
+    let split = authority.rsplit_once(':').filter(|(host, port)| {
         !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':')
     });
-    let with_port = if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
+    let (host, port) = match split {
+        Some((host, port)) => {
+            let port = port
+                .parse()
+                .with_context(|| format!("--target {url:?}: port out of range"))?;
+            (host, Some(port))
+        }
+        None => (authority, None),
     };
-    let addr = with_port
+    if host.is_empty() {
+        bail!("--target {url:?}: no host");
+    }
+    Ok(TargetUrl {
+        https,
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// The first address the target's host resolves to (once, now).
+fn resolve(url: &TargetUrl) -> anyhow::Result<SocketAddr> {
+    let with_port = format!("{}:{}", url.host, url.port_or_default());
+    with_port
         .to_socket_addrs()
         .with_context(|| format!("resolving {with_port}"))?
         .next()
-        .with_context(|| format!("{with_port} resolved to no address"))?;
-    Ok((addr, authority.to_owned()))
+        .with_context(|| format!("{with_port} resolved to no address"))
+}
+
+/// The request authority and, for https://, the TLS settings: the CA file's certificates and
+/// the server name (`--server-name`, else the target's host without IPv6 brackets).
+fn tls_target(
+    args: &RunArgs,
+    url: &TargetUrl,
+) -> anyhow::Result<(String, Option<load::TlsTarget>)> {
+    if !url.https {
+        if args.ca_file.is_some() || args.server_name.is_some() {
+            bail!("--ca-file and --server-name are for https:// targets");
+        }
+        return Ok((url.authority(&url.host), None));
+    }
+    let Some(ca_file) = &args.ca_file else {
+        bail!("https:// targets need --ca-file (the PEM of the CA that signed the server's certificate)");
+    };
+    let ca_certificates = load::read_ca_file(ca_file).map_err(anyhow::Error::msg)?;
+    let server_name = match &args.server_name {
+        Some(name) => name.clone(),
+        None => url
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    };
+    let authority = match &args.server_name {
+        Some(name) => url.authority(name),
+        None => url.authority(&url.host),
+    };
+    let key_exchange = match args.tls_key_exchange {
+        KeyExchangeArg::Default => KeyExchange::Default,
+        KeyExchangeArg::X25519 => KeyExchange::X25519,
+        KeyExchangeArg::P256 => KeyExchange::P256,
+        KeyExchangeArg::X25519mlkem768 => KeyExchange::X25519Mlkem768,
+    };
+    let tls = load::TlsTarget {
+        ca_certificates,
+        server_name,
+        key_exchange,
+        resumption: args.tls_resumption,
+    };
+    Ok((authority, Some(tls)))
 }
 
 /// Durations as `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
@@ -415,6 +538,11 @@ mod tests {
         assert!(parse_duration("1e9h").is_err());
     }
 
+    fn resolve_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+        let url = parse_target(url)?;
+        Ok((resolve(&url)?, url.authority(&url.host)))
+    }
+
     #[test]
     fn targets() {
         let (addr, host) = resolve_target("http://127.0.0.1:19080").unwrap();
@@ -428,9 +556,18 @@ mod tests {
         assert_eq!(addr.to_string(), "[::1]:8080");
         let (addr, _) = resolve_target("http://localhost:9").unwrap();
         assert_eq!(addr.port(), 9);
-        assert!(resolve_target("https://example.com").is_err());
+        let (addr, host) = resolve_target("https://127.0.0.1").unwrap();
+        assert_eq!((addr.port(), host.as_str()), (443, "127.0.0.1"));
+        let url = parse_target("https://[::1]:8443/").unwrap();
+        assert_eq!(
+            (url.https, url.host.as_str(), url.port),
+            (true, "[::1]", Some(8443))
+        );
+        assert!(resolve_target("ftp://example.com").is_err());
         assert!(resolve_target("http://h:1/path").is_err());
         assert!(resolve_target("http://").is_err());
+        assert!(resolve_target("https://:443").is_err());
+        assert!(resolve_target("http://h:99999").is_err());
     }
 
     #[test]

@@ -84,6 +84,23 @@ pub struct ScenarioConfig {
     /// The pods' behaviour (latency, error rate, response size).
     pub backend: BackendConfig,
     pub out_dir: PathBuf,
+    /// HTTPS: the proxy serves TLS on a second listener and the load goes there.
+    pub tls: Option<ScenarioTls>,
+    /// The load over HTTP/2 (h2c, or ALPN h2 with TLS), `streams` calls per connection.
+    pub http2: bool,
+    pub streams: usize,
+}
+
+/// The scenario's HTTPS setup: the proxy's certificate and how the load checks it.
+#[derive(Clone, Debug)]
+pub struct ScenarioTls {
+    /// The proxy's PEM certificate chain and key.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The load's side: the CA to trust and the name to ask for.
+    pub client: load::TlsTarget,
+    /// The TLS listener; port 0 picks a free port.
+    pub listen: SocketAddr,
 }
 
 impl ScenarioConfig {
@@ -111,6 +128,9 @@ impl ScenarioConfig {
             removal_slack_ms: 500,
             backend: BackendConfig::default(),
             out_dir: PathBuf::from("scenario-out"),
+            tls: None,
+            http2: false,
+            streams: 1,
         }
     }
 
@@ -154,7 +174,8 @@ impl ScenarioConfig {
         if !(self.share_tolerance > 0.0 && self.share_tolerance < 1.0) {
             return Err("the share tolerance must be between 0 and 1".into());
         }
-        for addr in [self.listen, self.dns_listen] {
+        let tls_listen = self.tls.as_ref().map(|tls| tls.listen);
+        for addr in [self.listen, self.dns_listen].into_iter().chain(tls_listen) {
             if !addr.ip().is_loopback() {
                 return Err(format!("{addr} is not a loopback address"));
             }
@@ -203,7 +224,8 @@ pub fn run(config: &ScenarioConfig, interrupted: &AtomicBool) -> anyhow::Result<
     proxy.wait_ready(spec.listen, Duration::from_secs(PROXY_READY_TIMEOUT_S))?;
 
     let total = config.step * config.timeline.len() as u32;
-    let load = load::start(load_config(config, spec.listen, total)).context("starting the load")?;
+    let target = spec.tls.as_ref().map_or(spec.listen, |tls| tls.listen);
+    let load = load::start(load_config(config, target, total)).context("starting the load")?;
     // The load's clock: its windows start at zero when `start` was called.
     let base = Instant::now() - load.snapshot().elapsed;
     let steps = follow_timeline(config, &mut pods, &load, base, interrupted)?;
@@ -268,7 +290,25 @@ fn proxy_spec(
         0 => proxy::free_port(loopback)?,
         port => port,
     };
+    let tls = match &config.tls {
+        None => None,
+        Some(tls) => Some(proxy::ProxyTls {
+            listen: match tls.listen.port() {
+                0 => SocketAddr::new(tls.listen.ip(), proxy::free_port(tls.listen.ip())?),
+                _ => tls.listen,
+            },
+            cert_file: tls
+                .cert_file
+                .canonicalize()
+                .with_context(|| format!("the certificate file {}", tls.cert_file.display()))?,
+            key_file: tls
+                .key_file
+                .canonicalize()
+                .with_context(|| format!("the key file {}", tls.key_file.display()))?,
+        }),
+    };
     Ok(ProxySpec {
+        tls,
         listen,
         service: config.service.clone(),
         pod_port: pods.port(),
@@ -291,6 +331,9 @@ fn load_config(config: &ScenarioConfig, target: SocketAddr, total: Duration) -> 
         duration: Some(total + Duration::from_secs(5)),
         rate: config.rate,
         window: config.window,
+        tls: config.tls.as_ref().map(|tls| tls.client.clone()),
+        http2: config.http2,
+        streams: config.streams,
         ..LoadConfig::default()
     }
 }

@@ -1,6 +1,8 @@
-//! The HTTP/2 mode's IO: connections opened with prior knowledge (h2c), each shared by the
-//! `--streams` call loops of one connection index, driven by the `h2` crate on the thread's
-//! monoio runtime through monoio-compat (as ringway's upstream pool does).
+//! The HTTP/2 mode's IO: connections opened with prior knowledge (h2c), or over TLS with ALPN
+//! `h2` for an HTTPS target, each shared by the `--streams` call loops of one connection
+//! index, driven by the `h2` crate on the thread's monoio runtime through monoio-compat (as
+//! ringway's upstream pool does). With `--connection-per-call` each call opens its own
+//! connection and closes it (GOAWAY) once its stream has ended.
 //!
 //! A connection opens when its first call is due; call loops arriving while it connects wait
 //! for that one connect and share its outcome. It is forgotten when it ends (the peer closed
@@ -19,6 +21,7 @@ use h2::Reason;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use super::tls::Stream;
 use super::wire::{ErrorKind, BODY_BYTES_MAX, HEAD_BYTES_MAX};
 use super::wire_h2::{self, H2Response};
 use super::worker::{connect, keep_pod, Attempt, Local, CONNECT_BACKOFF_MIN};
@@ -108,13 +111,7 @@ impl H2Connection {
         self.connecting.set(true);
         let result = handshake(local).await;
         drop(attempt);
-        let (send, connection) = match result {
-            Ok(pair) => pair,
-            Err(error) => {
-                debug!(target = %local.plan.config.target, %error, "HTTP/2 connect failed");
-                return Err(ErrorKind::Connect);
-            }
-        };
+        let (send, connection) = result?;
         let number = self.attempts.get();
         *self.send.borrow_mut() = Some((number, send.clone()));
         let this = self.clone();
@@ -155,12 +152,13 @@ impl Drop for ConnectAttempt<'_> {
 
 type Handshake = (
     SendRequest<Bytes>,
-    h2::client::Connection<monoio_compat::TcpStreamCompat, Bytes>,
+    h2::client::Connection<monoio_compat::StreamWrapper<Stream>, Bytes>,
 );
 
-async fn handshake(local: &Local) -> Result<Handshake, String> {
-    let stream = connect(local).await.map_err(|e| e.to_string())?;
-    let io = monoio_compat::TcpStreamCompat::new(stream);
+/// TCP (and TLS), then the HTTP/2 preface and SETTINGS.
+async fn handshake(local: &Local) -> Result<Handshake, ErrorKind> {
+    let stream = connect(local).await?;
+    let io = monoio_compat::StreamWrapper::new(stream);
     let streams = local.plan.config.streams;
     h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
@@ -172,7 +170,10 @@ async fn handshake(local: &Local) -> Result<Handshake, String> {
         .enable_push(false)
         .handshake::<_, Bytes>(io)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|error| {
+            debug!(target = %local.plan.config.target, %error, "HTTP/2 handshake failed");
+            ErrorKind::Connect
+        })
 }
 
 /// One call loop's place on a shared connection, with its reused buffers.
@@ -217,7 +218,13 @@ impl H2Slot {
             };
             self.connect_backoff = CONNECT_BACKOFF_MIN;
             match self.exchange(send, local).await {
-                Outcome::Done(result) => return result,
+                Outcome::Done(result) => {
+                    if local.plan.config.connection_per_call {
+                        // The last handle goes: h2 sends GOAWAY and closes the connection.
+                        self.connection.forget(number);
+                    }
+                    return result;
+                }
                 Outcome::ConnectionLost(kind) => {
                     self.connection.forget(number);
                     return Attempt::failed(kind);

@@ -10,8 +10,9 @@
 //! thread's runtime and call loops, and the HTTP/1.1 IO), `wire.rs` (request bytes and strict
 //! response parsing, sans-IO) and `stats.rs` (counters, windows, histogram). The HTTP/2 mode
 //! adds `h2.rs` (its IO: shared connections driven by the h2 crate) and `wire_h2.rs` (its
-//! request head and response judgement, sans-IO). `report.rs` turns the numbers into a table,
-//! JSON and an SVG chart.
+//! request head and response judgement, sans-IO). HTTPS targets add `tls.rs` (the rustls client
+//! stream both run over); the Connect protocol adds `wire_connect.rs` (its request and
+//! judgement, sans-IO). `report.rs` turns the numbers into a table, JSON and an SVG chart.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -26,11 +27,14 @@ use serde::Serialize;
 mod h2;
 mod report;
 pub mod stats;
+mod tls;
 pub mod wire;
+pub mod wire_connect;
 pub mod wire_h2;
 mod worker;
 
 pub use stats::imbalance;
+pub use tls::{read_ca_file, KeyExchange, TlsTarget};
 pub use wire::{CallKind, ErrorKind, Mode};
 pub use wire_h2::Protocol;
 
@@ -83,8 +87,14 @@ pub struct LoadConfig {
     /// HTTP/2: concurrent streams per connection, each a closed loop of calls (or its share of
     /// the open-loop rate); 1 with HTTP/1.1.
     pub streams: usize,
-    /// gRPC-Web or native gRPC; native gRPC needs HTTP/2.
+    /// gRPC-Web, native gRPC (needs HTTP/2) or Connect.
     pub protocol: Protocol,
+    /// HTTPS: TLS to the target (ALPN `h2` with HTTP/2, `http/1.1` otherwise); `None` is
+    /// cleartext.
+    pub tls: Option<TlsTarget>,
+    /// Open a new connection (and TLS handshake) for every call and close it after the
+    /// response, to measure what connection setup costs the target.
+    pub connection_per_call: bool,
 }
 
 /// The io driver of the load threads: io_uring where the kernel allows it, else epoll; or
@@ -119,6 +129,8 @@ impl Default for LoadConfig {
             http2: false,
             streams: 1,
             protocol: Protocol::GrpcWeb,
+            tls: None,
+            connection_per_call: false,
         }
     }
 }
@@ -161,6 +173,17 @@ impl LoadConfig {
         for (name, value) in &self.metadata {
             wire::check_metadata(name, value)?;
         }
+        if self.protocol == Protocol::Connect {
+            if self.mode == Mode::Text {
+                return Err("Connect has no text mode (that is gRPC-Web's)".into());
+            }
+            if self.call != CallKind::Unary {
+                return Err("the Connect mode makes unary calls only".into());
+            }
+        }
+        if let Some(tls) = &self.tls {
+            tls::TlsClient::new(tls, self.http2)?;
+        }
         self.validate_http2()
     }
 
@@ -177,6 +200,12 @@ impl LoadConfig {
         if self.streams == 0 || self.streams > STREAMS_MAX {
             return Err(format!("streams must be 1..={STREAMS_MAX}"));
         }
+        if self.connection_per_call && self.streams != 1 {
+            return Err(
+                "a connection per call carries one stream: use --connections for concurrency"
+                    .into(),
+            );
+        }
         if self.connections.saturating_mul(self.streams) > CONCURRENT_CALLS_MAX {
             return Err(format!(
                 "connections × streams must be at most {CONCURRENT_CALLS_MAX}"
@@ -191,6 +220,7 @@ impl LoadConfig {
             self.protocol,
             self.mode,
             &self.metadata,
+            self.tls.is_some(),
         )
         .map(|_| ())
     }
@@ -242,6 +272,11 @@ pub struct ConfigSummary {
     pub http2: bool,
     pub streams: usize,
     pub protocol: Protocol,
+    /// HTTPS: the server name (SNI and certificate check); `None` over cleartext.
+    pub tls_server_name: Option<String>,
+    pub tls_key_exchange: Option<KeyExchange>,
+    pub tls_resumption: bool,
+    pub connection_per_call: bool,
 }
 
 /// Latency percentiles of successful calls, in microseconds.
@@ -274,6 +309,12 @@ pub struct Report {
     /// TCP connections made, the first one of each connection included (with HTTP/2, each
     /// carries `streams` calls at a time).
     pub connects: u64,
+    /// HTTPS: handshakes completed, and how many of them resumed a session.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
+    /// HTTPS: completed handshakes by what they agreed on (version, key exchange group,
+    /// cipher suite, ALPN), e.g. `TLSv1_3 X25519 TLS13_AES_256_GCM_SHA384 h2`.
+    pub tls_negotiated: BTreeMap<String, u64>,
     pub latency_us: Percentiles,
     pub per_pod: BTreeMap<String, u64>,
     pub windows: Vec<Window>,
@@ -305,7 +346,10 @@ pub fn start(config: LoadConfig) -> io::Result<LoadHandle> {
         stop: AtomicBool::new(false),
         tally: Mutex::new(stats::Tally::default()),
     });
-    let plan = Arc::new(worker::Plan::new(&config));
+    let plan = Arc::new(
+        worker::Plan::new(&config)
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?,
+    );
     let started = Instant::now();
     let mut threads = Vec::with_capacity(config.threads);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -29,7 +29,7 @@ pub(crate) fn build(
     histogram: &Histogram<u64>,
 ) -> Report {
     let seconds = duration.as_secs_f64().max(1e-9);
-    let not_sent = ["connect", "unfinished"]
+    let not_sent = ["connect", "tls", "unfinished"]
         .iter()
         .map(|kind| tally.errors_by_kind.get(*kind).copied().unwrap_or(0))
         .sum::<u64>();
@@ -65,6 +65,10 @@ pub(crate) fn build(
             http2: config.http2,
             streams: config.streams,
             protocol: config.protocol,
+            tls_server_name: config.tls.as_ref().map(|t| t.server_name.clone()),
+            tls_key_exchange: config.tls.as_ref().map(|t| t.key_exchange),
+            tls_resumption: config.tls.as_ref().is_some_and(|t| t.resumption),
+            connection_per_call: config.connection_per_call,
         },
         duration,
         calls_ok: tally.calls_ok,
@@ -74,6 +78,9 @@ pub(crate) fn build(
         target_rate: config.rate,
         achieved_rate: tally.calls_sent as f64 / seconds,
         connects: tally.connects,
+        tls_handshakes: tally.tls_handshakes,
+        tls_resumed: tally.tls_resumed,
+        tls_negotiated: tally.tls_negotiated.clone(),
         latency_us,
         per_pod: tally.per_pod.clone(),
         windows: super::windows(tally, window_count, config.window),
@@ -121,19 +128,26 @@ impl Report {
             "ringway-load: POST {} to {} (host {})",
             c.method, c.target, c.host_header
         );
-        let (protocol, connections) = match (c.http2, c.protocol) {
-            (false, _) => (
-                "gRPC-Web over HTTP/1.1",
-                format!("{} connections", c.connections),
-            ),
-            (true, protocol) => (
-                match protocol {
-                    Protocol::GrpcWeb => "gRPC-Web over HTTP/2",
-                    Protocol::Grpc => "gRPC over HTTP/2",
-                },
-                format!("{} connections × {} streams", c.connections, c.streams),
-            ),
+        let protocol = match c.protocol {
+            Protocol::GrpcWeb => "gRPC-Web",
+            Protocol::Grpc => "gRPC",
+            Protocol::Connect => "Connect",
         };
+        let transport = match (c.http2, &c.tls_server_name) {
+            (false, None) => "HTTP/1.1".to_owned(),
+            (true, None) => "HTTP/2".to_owned(),
+            (false, Some(name)) => format!("HTTP/1.1 over TLS to {name}"),
+            (true, Some(name)) => format!("HTTP/2 over TLS to {name}"),
+        };
+        let protocol = format!("{protocol} over {transport}");
+        let mut connections = if c.http2 {
+            format!("{} connections × {} streams", c.connections, c.streams)
+        } else {
+            format!("{} connections", c.connections)
+        };
+        if c.connection_per_call {
+            connections.push_str(" (a new connection per call)");
+        }
         let _ = writeln!(
             out,
             "  {protocol}, {call}, {mode}, {} B payload, {connections} on {} thread{}, {load}, {:.2} s",
@@ -164,6 +178,17 @@ impl Report {
             count(self.errors)
         );
         let _ = writeln!(out, "  connects     {:>14}", count(self.connects));
+        if c.tls_server_name.is_some() {
+            let _ = writeln!(
+                out,
+                "  handshakes   {:>14}    resumed     {:>14}",
+                count(self.tls_handshakes),
+                count(self.tls_resumed)
+            );
+            for (negotiated, n) in &self.tls_negotiated {
+                let _ = writeln!(out, "    {negotiated:<40} {:>10}", count(*n));
+            }
+        }
         let _ = writeln!(out);
         let l = &self.latency_us;
         if self.calls_ok == 0 {

@@ -56,6 +56,9 @@ pub struct Tally {
     /// Calls sent (the request written), for the achieved rate.
     pub calls_sent: u64,
     pub connects: u64,
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
+    pub tls_negotiated: BTreeMap<String, u64>,
     pub errors_by_kind: BTreeMap<String, u64>,
     pub per_pod: BTreeMap<String, u64>,
     pub windows: BTreeMap<u64, WindowCounts>,
@@ -90,6 +93,9 @@ impl Tally {
         into.errors += self.errors;
         into.calls_sent += self.calls_sent;
         into.connects += self.connects;
+        into.tls_handshakes += self.tls_handshakes;
+        into.tls_resumed += self.tls_resumed;
+        add_counts(&mut into.tls_negotiated, &self.tls_negotiated);
         add_counts(&mut into.errors_by_kind, &self.errors_by_kind);
         add_counts(&mut into.per_pod, &self.per_pod);
         for (index, counts) in &self.windows {
@@ -99,6 +105,9 @@ impl Tally {
         self.errors = 0;
         self.calls_sent = 0;
         self.connects = 0;
+        self.tls_handshakes = 0;
+        self.tls_resumed = 0;
+        self.tls_negotiated.values_mut().for_each(|v| *v = 0);
         self.errors_by_kind.values_mut().for_each(|v| *v = 0);
         self.per_pod.values_mut().for_each(|v| *v = 0);
         self.windows.clear();
@@ -113,7 +122,7 @@ impl Tally {
     }
 }
 
-fn increment(counts: &mut BTreeMap<String, u64>, key: &str) {
+pub(crate) fn increment(counts: &mut BTreeMap<String, u64>, key: &str) {
     // Look up by &str first so the common case (a key seen before) allocates nothing.
     match counts.get_mut(key) {
         Some(count) => *count += 1,

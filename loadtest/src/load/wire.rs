@@ -45,6 +45,9 @@ pub enum CallKind {
 pub enum ErrorKind {
     /// The TCP connection could not be made.
     Connect,
+    /// HTTPS: the TLS handshake failed (certificate not trusted or not for the name, alert,
+    /// no common parameters, ALPN `h2` not selected); no request was sent.
+    Tls,
     /// Writing the request or reading the response failed, or the peer closed the
     /// connection before the response was complete.
     Io,
@@ -72,6 +75,7 @@ impl ErrorKind {
     pub fn name(&self) -> String {
         match self {
             ErrorKind::Connect => "connect".into(),
+            ErrorKind::Tls => "tls".into(),
             ErrorKind::Io => "io".into(),
             ErrorKind::Timeout => "timeout".into(),
             ErrorKind::StreamReset(code) => match h2_error_code_name(*code) {
@@ -222,6 +226,10 @@ pub enum ContentType {
     GrpcWeb,
     /// `application/grpc-web-text`, likewise.
     GrpcWebText,
+    /// `application/proto`: a Connect unary message.
+    Proto,
+    /// `application/json`: a Connect error (or a JSON message).
+    Json,
     /// Anything else, or no content type.
     #[default]
     Other,
@@ -243,6 +251,10 @@ impl ContentType {
             ContentType::GrpcWeb
         } else if has("application/grpc-web-text") {
             ContentType::GrpcWebText
+        } else if has("application/proto") {
+            ContentType::Proto
+        } else if has("application/json") {
+            ContentType::Json
         } else {
             ContentType::Other
         }

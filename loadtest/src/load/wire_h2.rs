@@ -12,6 +12,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Uri};
 
 use super::wire::{self, CallKind, ContentType, ErrorKind, GrpcWebResponse, Mode, Verdict};
+use super::wire_connect;
 
 /// Which gRPC protocol the HTTP/2 mode speaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -23,6 +24,9 @@ pub enum Protocol {
     GrpcWeb,
     /// Native gRPC (`application/grpc`, `te: trailers`), trailers as HTTP/2 trailers.
     Grpc,
+    /// Connect unary calls (`application/proto`, the bare message; errors as JSON with an
+    /// HTTP status), over HTTP/1.1 or HTTP/2; judged in `wire_connect.rs`.
+    Connect,
 }
 
 /// The head every call of a run sends, built once; [`RequestHead::request`] makes each call's.
@@ -33,17 +37,18 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// `POST http://{authority}{method}` with the protocol's headers and `metadata`, which
-    /// must have passed `wire::check_metadata`.
+    /// `POST {scheme}://{authority}{method}` (`https` with `tls`) with the protocol's headers
+    /// and `metadata`, which must have passed `wire::check_metadata`.
     pub fn new(
         method: &str,
         authority: &str,
         protocol: Protocol,
         mode: Mode,
         metadata: &[(String, String)],
+        tls: bool,
     ) -> Result<RequestHead, String> {
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(if tls { "https" } else { "http" })
             .authority(authority)
             .path_and_query(method)
             .build()
@@ -55,6 +60,11 @@ impl RequestHead {
             (Protocol::Grpc, _) => &[
                 ("content-type", "application/grpc"),
                 ("te", "trailers"),
+                ("user-agent", "ringway-load"),
+            ],
+            (Protocol::Connect, _) => &[
+                ("content-type", wire_connect::CONTENT_TYPE),
+                wire_connect::PROTOCOL_VERSION_HEADER,
                 ("user-agent", "ringway-load"),
             ],
             (Protocol::GrpcWeb, mode) => {
@@ -127,6 +137,12 @@ pub fn judge<'a>(
             let pod = header(response.headers, backend_header)
                 .or_else(|| response.trailers.and_then(|t| header(t, backend_header)));
             (judge_grpc(response, call), pod)
+        }
+        Protocol::Connect => {
+            let content_type = header(response.headers, CONTENT_TYPE.as_str())
+                .map_or(ContentType::Other, ContentType::classify);
+            let result = wire_connect::judge(response.status, content_type, response.body);
+            (result, header(response.headers, backend_header))
         }
     }
 }
@@ -412,6 +428,44 @@ mod tests {
     }
 
     #[test]
+    fn connect_over_h2_is_judged_by_status_content_type_and_error_json() {
+        let mut scratch = Vec::new();
+        let mut verdict = |status, headers: &HeaderMap, body: &[u8]| {
+            let response = H2Response {
+                status,
+                headers,
+                body,
+                trailers: None,
+            };
+            let (result, pod) = judge(
+                response,
+                Protocol::Connect,
+                Mode::Binary,
+                CallKind::Unary,
+                POD,
+                &mut scratch,
+            );
+            (result, pod.map(str::to_owned))
+        };
+        let ok = map(&[
+            ("content-type", "application/proto"),
+            ("x-backend", "pod-c"),
+        ]);
+        assert_eq!(
+            verdict(200, &ok, b"\x0a\x00"),
+            (Ok(()), Some("pod-c".into()))
+        );
+        let json = map(&[("content-type", "application/json")]);
+        let error = br#"{"code":"resource_exhausted","message":"slow down"}"#;
+        assert_eq!(verdict(429, &json, error), (Err(ErrorKind::Grpc(8)), None));
+        assert_eq!(verdict(200, &json, b"{}").0, Err(ErrorKind::Malformed));
+        assert_eq!(
+            verdict(503, &map(&[]), b"").0,
+            Err(ErrorKind::HttpStatus(503))
+        );
+    }
+
+    #[test]
     fn stream_resets_are_named_by_their_code() {
         assert_eq!(ErrorKind::StreamReset(7).name(), "reset_REFUSED_STREAM");
         assert_eq!(ErrorKind::StreamReset(8).name(), "reset_CANCEL");
@@ -425,15 +479,23 @@ mod tests {
     #[test]
     fn request_heads() {
         let metadata = vec![("authorization".to_owned(), "Bearer x".to_owned())];
-        let head =
-            RequestHead::new("/a.B/C", "lb:8080", Protocol::Grpc, Mode::Binary, &metadata).unwrap();
+        let head = RequestHead::new(
+            "/a.B/C",
+            "lb:8080",
+            Protocol::Grpc,
+            Mode::Binary,
+            &metadata,
+            false,
+        )
+        .unwrap();
         let request = head.request();
         assert_eq!(request.method(), Method::POST);
         assert_eq!(request.uri().to_string(), "http://lb:8080/a.B/C");
         assert_eq!(request.headers()["content-type"], "application/grpc");
         assert_eq!(request.headers()["te"], "trailers");
         assert_eq!(request.headers()["authorization"], "Bearer x");
-        let head = RequestHead::new("/a.B/C", "lb", Protocol::GrpcWeb, Mode::Text, &[]).unwrap();
+        let head =
+            RequestHead::new("/a.B/C", "lb", Protocol::GrpcWeb, Mode::Text, &[], true).unwrap();
         let request = head.request();
         assert_eq!(
             request.headers()["content-type"],
@@ -441,7 +503,17 @@ mod tests {
         );
         assert_eq!(request.headers()["x-grpc-web"], "1");
         assert!(!request.headers().contains_key("te"));
-        assert!(RequestHead::new("/a b", "lb", Protocol::Grpc, Mode::Binary, &[]).is_err());
-        assert!(RequestHead::new("/a", "l b", Protocol::Grpc, Mode::Binary, &[]).is_err());
+        assert_eq!(request.uri().scheme_str(), Some("https"));
+        let head =
+            RequestHead::new("/a.B/C", "lb", Protocol::Connect, Mode::Binary, &[], false).unwrap();
+        let request = head.request();
+        assert_eq!(request.headers()["content-type"], "application/proto");
+        assert_eq!(request.headers()["connect-protocol-version"], "1");
+        assert!(!request.headers().contains_key("te"));
+        let bad = |method, authority| {
+            RequestHead::new(method, authority, Protocol::Grpc, Mode::Binary, &[], false).is_err()
+        };
+        assert!(bad("/a b", "lb"));
+        assert!(bad("/a", "l b"));
     }
 }

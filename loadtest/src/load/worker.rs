@@ -1,8 +1,9 @@
 //! One load thread: its own monoio runtime (io_uring, else epoll) driving its share of the
 //! connections, each call loop a round of connect → write request → read response → record.
 //! Over HTTP/1.1 a call loop owns its connection (the IO is here); over HTTP/2 `--streams` call
-//! loops share one connection (the IO is in `h2.rs`). Request bytes and response judgement
-//! come from `wire.rs` and `wire_h2.rs`, counting from `stats.rs`.
+//! loops share one connection (the IO is in `h2.rs`). Either runs over TLS for an HTTPS target
+//! (`tls.rs`, the handshake in [`connect`]). Request bytes and response judgement come from
+//! `wire.rs`, `wire_connect.rs` and `wire_h2.rs`, counting from `stats.rs`.
 //!
 //! Threads share nothing on the request path: each records into its own tally and histogram
 //! and moves the tally into the shared one every [`FLUSH_INTERVAL`].
@@ -25,9 +26,10 @@ use tracing::debug;
 
 use super::h2::{H2Connection, H2Slot};
 use super::stats::{self, Tally};
+use super::tls::{Stream, TlsClient};
 use super::wire::{self, ErrorKind, Progress, ResponseParser};
 use super::wire_h2::RequestHead;
-use super::{lock, IoDriver, LoadConfig, Shared, STOP_GRACE};
+use super::{lock, wire_connect, IoDriver, LoadConfig, Protocol, Shared, STOP_GRACE};
 
 /// How often a thread moves its counters into the shared tally the snapshot reads.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -53,19 +55,29 @@ pub(crate) struct Plan {
     /// HTTP/2: the request head (`None` over HTTP/1.1) and body.
     pub h2_head: Option<RequestHead>,
     pub h2_body: Vec<u8>,
+    /// HTTPS: the rustls client every connection is opened with.
+    pub tls: Option<TlsClient>,
     /// Index of the run's last window when the duration is fixed.
     pub last_window: Option<u64>,
 }
 
 impl Plan {
-    pub fn new(config: &LoadConfig) -> Self {
-        let request = wire::encode_request(
-            &config.method,
-            &config.host_header,
-            config.mode,
-            config.payload_bytes,
-            &config.metadata,
-        );
+    pub fn new(config: &LoadConfig) -> Result<Self, String> {
+        let request = match config.protocol {
+            Protocol::Connect => wire_connect::encode_request(
+                &config.method,
+                &config.host_header,
+                config.payload_bytes,
+                &config.metadata,
+            ),
+            Protocol::GrpcWeb | Protocol::Grpc => wire::encode_request(
+                &config.method,
+                &config.host_header,
+                config.mode,
+                config.payload_bytes,
+                &config.metadata,
+            ),
+        };
         let last_window = config
             .duration
             .map(|duration| stats::window_count(duration, config.window) - 1);
@@ -77,16 +89,28 @@ impl Plan {
                 config.protocol,
                 config.mode,
                 &config.metadata,
+                config.tls.is_some(),
             )
             .ok()
         });
-        Plan {
+        let h2_body = match config.protocol {
+            Protocol::Connect => wire_connect::encode_body(config.payload_bytes),
+            Protocol::GrpcWeb | Protocol::Grpc => {
+                wire::encode_body(config.mode, config.payload_bytes).1
+            }
+        };
+        let tls = match &config.tls {
+            Some(target) => Some(TlsClient::new(target, config.http2)?),
+            None => None,
+        };
+        Ok(Plan {
             config: config.clone(),
             request,
             h2_head: h2_head.flatten(),
-            h2_body: wire::encode_body(config.mode, config.payload_bytes).1,
+            h2_body,
+            tls,
             last_window,
-        }
+        })
     }
 }
 
@@ -259,7 +283,7 @@ async fn close_h2(connections: &[Rc<H2Connection>]) {
 
 /// One connection's state between calls.
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     read_buffer: Vec<u8>,
     parser: ResponseParser,
     scratch: Vec<u8>,
@@ -423,7 +447,7 @@ async fn call_loop(slot: usize, slots: usize, mut caller: Caller, local: Rc<Loca
             error_name.as_deref(),
             attempt.named_pod.then_some(caller.pod()),
         );
-        if error == Some(ErrorKind::Connect) {
+        if matches!(error, Some(ErrorKind::Connect | ErrorKind::Tls)) {
             monoio::time::sleep(caller.next_connect_backoff()).await;
         }
     }
@@ -442,30 +466,22 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
                     conn.read_buffer.clear();
                     conn.connect_backoff = CONNECT_BACKOFF_MIN;
                 }
-                Err(error) => {
-                    debug!(target = %local.plan.config.target, %error, "connect failed");
-                    return Attempt::failed(ErrorKind::Connect);
-                }
+                Err(kind) => return Attempt::failed(kind),
             }
         }
         match exchange(conn, local).await {
             Exchange::Complete { keep_alive } => {
-                if !keep_alive {
+                let config = &local.plan.config;
+                if config.connection_per_call {
+                    // The client ends the connection, as a client making one call would; the
+                    // close is part of the call, so its cost to the target is measured too.
+                    if let Some(mut stream) = conn.stream.take() {
+                        stream.close().await;
+                    }
+                } else if !keep_alive {
                     conn.stream = None;
                 }
-                let config = &local.plan.config;
-                let verdict = wire::judge(
-                    conn.parser.head(),
-                    conn.parser.body(),
-                    config.mode,
-                    config.call,
-                    &config.backend_header,
-                    &mut conn.scratch,
-                );
-                return Attempt {
-                    result: verdict.result,
-                    named_pod: keep_pod(&mut conn.pod, verdict.pod),
-                };
+                return judge_http1(conn, config);
             }
             Exchange::ClosedIdle if reused && attempt == 0 => {
                 conn.stream = None;
@@ -487,11 +503,64 @@ async fn call(conn: &mut Conn, local: &Local) -> Attempt {
     Attempt::failed(ErrorKind::Io)
 }
 
-pub(super) async fn connect(local: &Local) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_addr(local.plan.config.target).await?;
+/// The judgement of a complete HTTP/1.1 response, by protocol.
+fn judge_http1(conn: &mut Conn, config: &LoadConfig) -> Attempt {
+    let head = conn.parser.head();
+    if config.protocol == Protocol::Connect {
+        let result = wire_connect::judge(head.status, head.content_type, conn.parser.body());
+        return Attempt {
+            result,
+            named_pod: keep_pod(&mut conn.pod, head.pod.as_deref()),
+        };
+    }
+    let verdict = wire::judge(
+        head,
+        conn.parser.body(),
+        config.mode,
+        config.call,
+        &config.backend_header,
+        &mut conn.scratch,
+    );
+    Attempt {
+        result: verdict.result,
+        named_pod: keep_pod(&mut conn.pod, verdict.pod),
+    }
+}
+
+/// A new connection to the target: TCP, then the TLS handshake for an HTTPS target.
+pub(super) async fn connect(local: &Local) -> Result<Stream, ErrorKind> {
+    let target = local.plan.config.target;
+    let tcp = match connect_tcp(target).await {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            debug!(%target, %error, "connect failed");
+            return Err(ErrorKind::Connect);
+        }
+    };
+    local.tally.borrow_mut().connects += 1;
+    let Some(tls) = &local.plan.tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    match tls.connect(tcp).await {
+        Ok(stream) => {
+            let negotiated = stream.negotiated();
+            let mut tally = local.tally.borrow_mut();
+            tally.tls_handshakes += 1;
+            tally.tls_resumed += u64::from(negotiated.resumed);
+            stats::increment(&mut tally.tls_negotiated, &negotiated.summary);
+            Ok(Stream::Tls(Box::new(stream)))
+        }
+        Err(error) => {
+            debug!(%target, %error, "TLS handshake failed");
+            Err(ErrorKind::Tls)
+        }
+    }
+}
+
+async fn connect_tcp(target: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_addr(target).await?;
     // Requests are one write each; Nagle would only delay them.
     stream.set_nodelay(true)?;
-    local.tally.borrow_mut().connects += 1;
     Ok(stream)
 }
 
