@@ -22,9 +22,14 @@ PYTHON_PACKAGES=(
 )
 # The npm packages are pinned in tests/clients/package.json and package-lock.json (npm ci).
 NPM_DIR=tests/clients
-# Debian packages the tests run. chromium is skipped when /usr/bin/chromium exists already.
+# Debian packages the tests run: chromium (browser tests), curl and openssl (HTTPS and h2c
+# clients in tests/grpc_clients.rs and tests/tls.rs), nghttp2-client (h2load). chromium is
+# skipped when /usr/bin/chromium exists already.
 APT_PACKAGES=(
   chromium
+  curl
+  openssl
+  nghttp2-client
 )
 
 VENV=.venv-test
