@@ -81,15 +81,22 @@ pub fn grpc_timeout_value(deadline: Instant, now: Instant) -> HeaderValue {
 
 /// The upstream URI of an HTTP/1.1 request: `http://<Host><path>`.
 pub fn http1_uri(head: &RequestHead) -> Result<Uri, Error> {
-    http1_uri_with_path(head, origin_form(&head.path))
+    http1_uri_with_path(head, head.path.clone())
 }
 
-/// The upstream URI of an HTTP/1.1 request with `path` as its `:path` (a Connect GET's target
-/// without its query).
-pub fn http1_uri_with_path(head: &RequestHead, path: Bytes) -> Result<Uri, Error> {
-    let authority = head.host.clone().ok_or_else(|| malformed("missing host"))?;
-    let path = PathAndQuery::from_maybe_shared(origin_form(&path))
-        .map_err(|_| malformed("bad request target"))?;
+/// The upstream URI of an HTTP/1.1 request with `target` as its request target (a Connect
+/// GET's without its query). An absolute-form target names the authority itself: RFC 9112
+/// §3.2.2 has the server ignore `Host` then, so the upstream's `:authority` is the target's.
+pub fn http1_uri_with_path(head: &RequestHead, target: Bytes) -> Result<Uri, Error> {
+    let (authority, path) = match split_absolute(&target) {
+        Some((authority, path)) => (authority, path),
+        None => (
+            head.host.clone().ok_or_else(|| malformed("missing host"))?,
+            target,
+        ),
+    };
+    let path =
+        PathAndQuery::from_maybe_shared(path).map_err(|_| malformed("bad request target"))?;
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority =
@@ -243,19 +250,26 @@ fn connection_nominated(head: &RequestHead) -> Vec<&[u8]> {
         .collect()
 }
 
-/// An absolute-form target (`http://host/path`) is reduced to its path for `:path`.
-fn origin_form(target: &Bytes) -> Bytes {
-    if target.starts_with(b"/") {
-        return target.clone();
-    }
-    let after_scheme = target
-        .windows(3)
-        .position(|w| w == b"://")
-        .map_or(0, |i| i + 3);
-    match target[after_scheme..].iter().position(|b| *b == b'/') {
-        Some(slash) => target.slice(after_scheme + slash..),
+/// An absolute-form target (`http://host/path`) split into its authority and its path (`/`
+/// when it has none); `None` for any other form.
+fn split_absolute(target: &Bytes) -> Option<(Bytes, Bytes)> {
+    let after_scheme = target.windows(3).position(|w| w == b"://")? + 3;
+    let rest = &target[after_scheme..];
+    let path_start = rest.iter().position(|b| matches!(b, b'/' | b'?'));
+    let authority_end = after_scheme + path_start.unwrap_or(rest.len());
+    let authority = target.slice(after_scheme..authority_end);
+    let path = match path_start {
+        Some(_) if target[authority_end] == b'/' => target.slice(authority_end..),
+        Some(_) => {
+            // `http://host?query`: the path is `/` and the query follows it.
+            let mut path = Vec::with_capacity(1 + target.len() - authority_end);
+            path.push(b'/');
+            path.extend_from_slice(&target[authority_end..]);
+            Bytes::from(path)
+        }
         None => Bytes::from_static(b"/"),
-    }
+    };
+    Some((authority, path))
 }
 
 /// Request headers that never travel upstream: hop-by-hop ones (RFC 9110 §7.6.1) and the ones
@@ -340,15 +354,17 @@ mod tests {
     }
 
     #[test]
-    fn absolute_form_target_is_reduced_to_its_path() {
-        for (target, path) in [
-            ("http://other.example/pkg.S/M", "/pkg.S/M"),
-            ("http://other.example", "/"),
-            ("https://a:1/x?y", "/x?y"),
+    fn absolute_form_target_names_the_authority() {
+        for (target, authority, path) in [
+            ("http://other.example/pkg.S/M", "other.example", "/pkg.S/M"),
+            ("http://other.example", "other.example", "/"),
+            ("https://a:1/x?y", "a:1", "/x?y"),
+            ("http://a?y", "a", "/?y"),
         ] {
             let (uri, _) = upstream(&format!("POST {target} HTTP/1.1\r\nHost: h\r\n\r\n"));
             assert_eq!(uri.path_and_query().unwrap().as_str(), path, "{target}");
-            assert_eq!(uri.authority().unwrap().as_str(), "h");
+            // RFC 9112 §3.2.2: the target's authority, not Host's.
+            assert_eq!(uri.authority().unwrap().as_str(), authority, "{target}");
         }
     }
 

@@ -244,11 +244,13 @@ fn local_error_replies_carry_cors_headers() {
         let proxy = start_proxy(driver, &[closed_port()], &[]);
         let reason = "content-type must be application/grpc-web or application/grpc-web-text";
         let mut client = Reader::new(connect(proxy.local_addr()));
+        // (`application/json` is a Connect call; `application/xml` without
+        // `connect-protocol-version` is nobody's.)
         client.write(&post(
             UNARY,
-            "application/json",
+            "application/xml",
             &[("origin", ORIGIN)],
-            b"{}",
+            b"<x/>",
         ));
         assert_eq!(
             String::from_utf8_lossy(&client.read_to_end()),

@@ -363,9 +363,11 @@ fn local_routes() {
     let backend = start_backend("b");
     for_each_driver(|driver| {
         let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        // (`application/json` is a Connect unary call now; an `application/<codec>` without
+        // `connect-protocol-version` is nobody's.)
         assert_refused(
             proxy.local_addr(),
-            &post(UNARY, "application/json", &[], b"{}"),
+            &post(UNARY, "application/xml", &[], b"<x/>"),
             &local_error(
                 "415 Unsupported Media Type",
                 "content-type must be application/grpc-web or application/grpc-web-text",
@@ -610,6 +612,51 @@ fn unusual_but_unambiguous_requests_are_served() {
             client.write(byte);
         }
         assert_echo(&client.read_response(), "b", &[b"odd"]);
+    });
+}
+
+/// A request target that is not a path (nor an absolute http(s) URI) gets 400 and never reaches
+/// the upstream: `foo/admin.Svc/Delete` must not become `:path /foo/admin.Svc/Delete` behind a
+/// path rule that only let `/public.Svc/` through. An absolute-form target names the authority
+/// the upstream sees (RFC 9112 §3.2.2: Host is ignored then).
+#[test]
+fn targets_that_are_not_paths_are_refused() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let frame = grpc_frame(b"x");
+        for target in ["foo/admin.Svc/Delete", "admin.Svc/Delete", "?x"] {
+            let request = format!(
+                "POST {target} HTTP/1.1\r\nhost: test.local\r\ncontent-type: {PROTO}\r\n\
+                 content-length: {}\r\n\r\n",
+                frame.len()
+            );
+            let mut bytes = request.into_bytes();
+            bytes.extend_from_slice(&frame);
+            assert_refused(
+                proxy.local_addr(),
+                &bytes,
+                &local_error(
+                    "400 Bad Request",
+                    "request target must be a path (origin-form) or an absolute http(s) URI",
+                ),
+            );
+        }
+        assert_eq!(backend.stats().calls_started, 0);
+        let mut absolute = format!(
+            "POST http://other.example{UNARY} HTTP/1.1\r\nhost: test.local\r\n\
+             content-type: {PROTO}\r\ncontent-length: {}\r\n\r\n",
+            frame.len()
+        )
+        .into_bytes();
+        absolute.extend_from_slice(&frame);
+        assert_eq!(
+            roundtrip(proxy.local_addr(), &absolute).grpc_status(),
+            Some(0)
+        );
+        let seen = backend.last_request_headers().unwrap();
+        assert_eq!(seen.get(":authority"), Some("other.example"));
+        assert_eq!(seen.get(":path"), Some(UNARY));
     });
 }
 

@@ -171,10 +171,29 @@ pub fn parse_request_head(
     }
     let mut layout = HeadLayout::default();
     layout.record(&request, buf.as_ptr())?;
+    check_target(request.path.unwrap_or_default().as_bytes(), &layout.method)?;
     let summary = summarise_headers(request.headers, layout.version)?;
 
     let head = buf.split_to(head_len).freeze();
     Ok(Some(layout.to_request_head(&head, summary)))
+}
+
+/// The request-target forms ringway serves (RFC 9112 §3.2): origin-form (`/path?query`),
+/// absolute-form with an `http` or `https` scheme, and asterisk-form for `OPTIONS`. Anything
+/// else (`foo/admin.Svc/Delete`, `admin.Svc/Delete`, `?x`, authority-form) is refused: turned
+/// into a `:path` it would not be the path a rule in front of ringway matched on.
+fn check_target(target: &[u8], method: &Method) -> Result<(), Http1Error> {
+    let absolute = |scheme: &[u8]| {
+        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    match target {
+        [b'/', ..] => Ok(()),
+        b"*" if *method == Method::Options => Ok(()),
+        _ if absolute(b"http://") || absolute(b"https://") => Ok(()),
+        _ => Err(Http1Error::Malformed(
+            "request target must be a path (origin-form) or an absolute http(s) URI",
+        )),
+    }
 }
 
 fn from_httparse(error: httparse::Error) -> Http1Error {
@@ -623,6 +642,31 @@ mod tests {
         let head =
             parse_ok(b"POST http://api.example.com/echo.Echo/Say HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(&head.path[..], b"http://api.example.com/echo.Echo/Say");
+    }
+
+    #[test]
+    fn targets_that_are_not_paths_are_refused() {
+        for target in [
+            "foo/admin.Svc/Delete",
+            "admin.Svc/Delete",
+            "?x",
+            "api.example.com:443",
+            "ftp://x/y",
+            "http://",
+            "*",
+        ] {
+            let request = format!("POST {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert!(
+                matches!(parse_err(request.as_bytes()), Http1Error::Malformed(_)),
+                "{target}"
+            );
+        }
+        for target in ["/", "/a?b", "HTTPS://x/y", "http://x"] {
+            let request = format!("POST {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(&parse_ok(request.as_bytes()).path[..], target.as_bytes());
+        }
+        let preflight = parse_ok(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(&preflight.path[..], b"*");
     }
 
     #[test]
