@@ -490,6 +490,7 @@ impl CallState<'_> {
             _ = wait_deadline(&mut self.deadline) => {
                 Waited::Upstream(UpstreamEvent::Failed(Error::DeadlineExceeded))
             }
+            _ = self.context.drain_expired() => Waited::Upstream(UpstreamEvent::Failed(Error::Shutdown)),
             client = downstream.client_event(want_body) => match client {
                 ClientEvent::Body(piece) => {
                     self.body_complete = piece.last;

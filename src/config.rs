@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
@@ -42,8 +42,18 @@ pub enum LogFormat {
 /// Browsers speak gRPC-Web over HTTP/1.1 to ringway; ringway speaks gRPC over HTTP/2 to the
 /// upstream endpoints and balances every request.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ringway", version, about, long_about = None)]
+#[command(
+    name = "ringway",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Config {
+    /// Run something other than the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     // --- process model ---
     /// Address the cleartext data-plane listener binds (HTTP/1.1, and HTTP/2 with prior
     /// knowledge), once per worker with SO_REUSEPORT; `off` disables it (with --tls-listen).
@@ -141,6 +151,17 @@ pub struct Config {
     /// byte arrived (slowloris defence); expiry gets 408. Enforced within 250 ms after it.
     #[arg(long, env = "RINGWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+
+    /// Time allowed to receive a whole request body, from its head (0 = no limit): a body
+    /// trickled a byte at a time is bounded however often bytes arrive. Client-streaming calls
+    /// that send for longer need it raised (or 0). Expiry gets 408, or DEADLINE_EXCEEDED once
+    /// the call is under way.
+    #[arg(
+        long,
+        env = "RINGWAY_REQUEST_BODY_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub request_body_timeout_ms: u64,
 
     /// How long an idle keep-alive connection is kept open waiting for its next request, and
     /// how long a client may stop reading its response. Enforced within 250 ms after it.
@@ -534,6 +555,34 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// The subcommands; without one, `ringway` runs the proxy.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Run the demo: pods, their DNS server, ringway and a load on this machine.
+    ///
+    /// Three pods, their DNS server and ringway on this machine, a short load, a scale to five,
+    /// then serving until Ctrl-C. Needs the `demo` build feature (the default; production
+    /// images build without it).
+    Demo(DemoArgs),
+}
+
+/// `ringway demo`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Address ringway serves gRPC-Web on.
+    #[arg(long, env = "RINGWAY_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Pods to start with.
+    #[arg(long, env = "RINGWAY_DEMO_PODS", default_value_t = 3)]
+    pub pods: usize,
+    /// Pods to scale to.
+    #[arg(long, env = "RINGWAY_DEMO_SCALE_TO", default_value_t = 5)]
+    pub scale_to: usize,
+    /// ringway's worker threads.
+    #[arg(long, env = "RINGWAY_DEMO_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+}
+
 /// The admin listener's address, or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admin {
@@ -571,6 +620,8 @@ pub struct DownstreamLimits {
     pub head: HeadLimits,
     pub body_bytes_max: u64,
     pub header_read_timeout: Duration,
+    /// The whole request body's deadline, from its head.
+    pub request_body_timeout: Option<Duration>,
     pub idle_timeout: Duration,
     pub read_buffer_bytes: usize,
     pub grpc_timeout_max: Option<Duration>,
@@ -581,6 +632,19 @@ pub struct DownstreamLimits {
 }
 
 impl DownstreamLimits {
+    /// When a request body that started at `body_started` must be whole.
+    pub fn body_deadline(&self, body_started: Instant) -> Option<Instant> {
+        self.request_body_timeout
+            .map(|timeout| body_started + timeout)
+    }
+
+    /// When a body read that starts waiting `now` times out: the time allowed between reads, or
+    /// the whole body's deadline when that comes first.
+    pub fn body_read_deadline(&self, now: Instant, body_deadline: Option<Instant>) -> Instant {
+        let read = now + self.header_read_timeout;
+        body_deadline.map_or(read, |whole| whole.min(read))
+    }
+
     /// Whether a Connect unary GET may call `path` (without its query).
     pub fn connect_get_allowed(&self, path: &[u8]) -> bool {
         self.connect_get_allow.iter().any(|allowed| {
@@ -720,6 +784,8 @@ impl Config {
             },
             body_bytes_max: self.body_bytes_max,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            request_body_timeout: (self.request_body_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.request_body_timeout_ms)),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             read_buffer_bytes: self.read_buffer_bytes,
             grpc_timeout_max: (self.grpc_timeout_max_ms > 0)

@@ -42,6 +42,11 @@ pub struct WorkerContext {
     pub draining: Cell<bool>,
     /// Wakes idle keep-alive connections when the drain begins, so they close at once.
     pub drain_started: tokio::sync::Notify,
+    /// Set when the drain timeout passed with calls still running; they end with UNAVAILABLE
+    /// (their clients get a status, not a cut connection) and the worker exits.
+    pub drain_expired: Cell<bool>,
+    /// Wakes the calls still running when the drain timeout passes.
+    pub drain_ended: tokio::sync::Notify,
     /// The connections' idle, read, write and drain-grace timeouts, fired by housekeeping.
     pub timers: Rc<CoarseTimers>,
     /// This worker's access log buffer, when the log is on.
@@ -52,6 +57,14 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
+    /// Resolves when the drain timeout passed with calls still running.
+    pub async fn drain_expired(&self) {
+        if self.drain_expired.get() {
+            return;
+        }
+        self.drain_ended.notified().await
+    }
+
     /// Apply a new endpoint set to this worker's pool and warm connections to new endpoints
     /// in the background.
     pub fn reconcile(self: &Rc<Self>, set: &EndpointSet) {

@@ -68,6 +68,8 @@ pub enum Error {
     UpstreamProtocol(&'static str),
     /// The call's grpc-timeout expired.
     DeadlineExceeded,
+    /// The proxy's drain timeout passed while the call still ran.
+    Shutdown,
 }
 
 /// What the client is told.
@@ -90,9 +92,10 @@ impl Error {
             | Error::BadBase64
             | Error::Refused { .. }
             | Error::ClientClosed(_) => Side::Downstream,
-            Error::PoolExhausted | Error::PendingTimeout | Error::DeadlineExceeded => {
-                Side::Internal
-            }
+            Error::PoolExhausted
+            | Error::PendingTimeout
+            | Error::DeadlineExceeded
+            | Error::Shutdown => Side::Internal,
             Error::NoEndpoint
             | Error::Connect(_)
             | Error::ConnectTimeout
@@ -125,7 +128,8 @@ impl Error {
             Error::NoEndpoint
             | Error::Connect(_)
             | Error::ConnectTimeout
-            | Error::PendingTimeout => Code::Unavailable,
+            | Error::PendingTimeout
+            | Error::Shutdown => Code::Unavailable,
             Error::PoolExhausted | Error::Http1(Http1Error::BodyTooLarge) => {
                 Code::ResourceExhausted
             }
@@ -168,6 +172,7 @@ impl Error {
             }
             Error::UpstreamProtocol(what) => (*what).into(),
             Error::DeadlineExceeded => "deadline exceeded".into(),
+            Error::Shutdown => "proxy shutting down: its drain timeout passed".into(),
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringway::admin::{self, DrainReason, Lifecycle};
-use ringway::config::{Admin, Config};
+use ringway::config::{Admin, Command, Config, DemoArgs};
 use ringway::server::Server;
 
 #[global_allocator]
@@ -44,16 +44,16 @@ extern "C" fn configure_allocator() {
 static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 
 fn main() -> ExitCode {
-    // The demo has flags of its own, so it is dispatched before `Config` parses anything.
-    if std::env::args_os().nth(1).is_some_and(|arg| arg == "demo") {
-        return demo();
-    }
     let config = Config::parse();
+    if let Some(Command::Demo(args)) = config.command {
+        return demo(args);
+    }
     ringway::log::init(&config.log_level, config.log_format);
     if let Err(e) = config.validate() {
         eprintln!("ringway: {e}");
         return ExitCode::from(2);
     }
+    raise_fd_limit();
     // Block the stop signals before any thread starts so every thread inherits the mask and
     // the signals are only ever taken by sigwait in the signal thread.
     let signals = stop_signals();
@@ -84,8 +84,15 @@ fn main() -> ExitCode {
             }
         }
     };
+    let signalled = lifecycle.clone();
     std::thread::spawn(move || loop {
-        let _ = drain_tx.send(DrainReason::Signal(wait_for(&signals)));
+        let signal = wait_for(&signals);
+        if signalled.draining.load(Ordering::Relaxed) {
+            // A second Ctrl-C (or SIGTERM) during the drain: the operator does not want to wait.
+            tracing::warn!(signal, "second stop signal while draining: exiting now");
+            std::process::exit(1);
+        }
+        let _ = drain_tx.send(DrainReason::Signal(signal));
     });
     let reason = drain_rx.recv().unwrap_or(DrainReason::AdminRequest);
     drain(server, &config, &lifecycle, reason);
@@ -100,7 +107,7 @@ fn drain(server: Server, config: &Config, lifecycle: &Lifecycle, reason: DrainRe
         ?reason,
         drain_delay_ms = config.drain_delay_ms,
         drain_timeout_ms = config.drain_timeout_ms,
-        "draining: readiness now fails"
+        "draining: readiness now fails (a second Ctrl-C or SIGTERM exits at once)"
     );
     std::thread::sleep(Duration::from_millis(config.drain_delay_ms));
     tracing::info!("draining: no longer accepting; finishing calls in flight");
@@ -111,26 +118,7 @@ fn drain(server: Server, config: &Config, lifecycle: &Lifecycle, reason: DrainRe
 /// `ringway demo`: three pods, their DNS server and ringway on one machine, a short load, a
 /// scale to five, then serving until Ctrl-C.
 #[cfg(feature = "demo")]
-#[derive(Debug, clap::Parser)]
-#[command(name = "ringway demo")]
-struct DemoArgs {
-    /// Address ringway serves gRPC-Web on.
-    #[arg(long, env = "RINGWAY_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
-    /// Pods to start with.
-    #[arg(long, env = "RINGWAY_DEMO_PODS", default_value_t = 3)]
-    pods: usize,
-    /// Pods to scale to.
-    #[arg(long, env = "RINGWAY_DEMO_SCALE_TO", default_value_t = 5)]
-    scale_to: usize,
-    /// ringway's worker threads.
-    #[arg(long, env = "RINGWAY_DEMO_WORKERS", default_value_t = 2)]
-    workers: usize,
-}
-
-#[cfg(feature = "demo")]
-fn demo() -> ExitCode {
-    let args = DemoArgs::parse_from(std::env::args_os().skip(1));
+fn demo(args: DemoArgs) -> ExitCode {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -162,12 +150,39 @@ fn demo() -> ExitCode {
 
 /// A production build (`--no-default-features`) has no demo: say how to get one.
 #[cfg(not(feature = "demo"))]
-fn demo() -> ExitCode {
+fn demo(_: DemoArgs) -> ExitCode {
     eprintln!(
         "ringway demo: this build has no demo (built without the `demo` feature); \
          run `cargo run --release -- demo` from the source tree"
     );
     ExitCode::from(2)
+}
+
+/// Raise the soft limit on open descriptors to the hard limit: every connection is one (two with
+/// its upstream share), and the soft limit is often 1,024 while the hard one allows far more.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the rlimit struct we own.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        (before < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0)
+            .then_some(before)
+    };
+    match raised {
+        Some(before) => tracing::info!(
+            from = before,
+            to = limit.rlim_cur,
+            "raised the open-file limit to its hard limit"
+        ),
+        None => tracing::info!(limit = limit.rlim_cur, "open-file limit"),
+    }
 }
 
 fn stop_signals() -> libc::sigset_t {

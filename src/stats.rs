@@ -49,6 +49,9 @@ const GRPC_CODES: usize = 17;
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     pub connections_accepted: Counter,
+    /// accept(2) failures: out of descriptors (EMFILE, ENFILE) or memory. The connections wait
+    /// in the kernel's queue meanwhile.
+    pub accept_failures: Counter,
     pub connections_active: Counter,
     pub requests: Counter,
     pub preflights: Counter,
@@ -139,6 +142,15 @@ impl WorkerStats {
         counters[(code as usize).min(H2_REASONS - 1)].add(1);
     }
 
+    /// A CORS preflight answered: counted as a preflight when allowed, and under its status
+    /// (403) when refused.
+    pub fn preflight(&self, status: u16) {
+        match status {
+            200..=299 => self.preflights.add(1),
+            _ => self.local_http(status),
+        }
+    }
+
     /// A request answered locally with an HTTP error status.
     pub fn local_http(&self, status: u16) {
         if let Some(i) = LOCAL_HTTP_STATUSES.iter().position(|s| *s == status) {
@@ -226,6 +238,7 @@ impl TlsStats {
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
     pub connections_accepted: u64,
+    pub accept_failures: u64,
     pub connections_active: u64,
     pub requests: u64,
     pub preflights: u64,
@@ -258,6 +271,7 @@ impl Totals {
         let mut t = Totals::default();
         for w in workers {
             t.connections_accepted += w.connections_accepted.get();
+            t.accept_failures += w.accept_failures.get();
             t.connections_active += w.connections_active.get();
             t.requests += w.requests.get();
             t.preflights += w.preflights.get();
@@ -296,6 +310,7 @@ impl Totals {
             "downstream.connections_accepted: {}",
             self.connections_accepted
         );
+        let _ = writeln!(out, "downstream.accept_failures: {}", self.accept_failures);
         let _ = writeln!(
             out,
             "downstream.connections_active: {}",
@@ -377,6 +392,12 @@ impl Totals {
             "counter",
             "Downstream connections accepted.",
             self.connections_accepted,
+        );
+        metric(
+            "ringway_downstream_accept_failures_total",
+            "counter",
+            "accept(2) failures: out of file descriptors or memory (connections wait in the kernel queue).",
+            self.accept_failures,
         );
         metric(
             "ringway_downstream_connections_active",
@@ -551,6 +572,8 @@ mod tests {
         b.call_finished(99, Duration::from_millis(1));
         a.local_http(431);
         a.local_http(299);
+        a.preflight(204);
+        a.preflight(403);
         let t = Totals::sum([&a, &b]);
         assert_eq!((t.requests, t.connections_active, t.calls()), (7, 1, 3));
         assert_eq!(t.calls_by_status[0], 1);
@@ -563,7 +586,12 @@ mod tests {
             "100 s is above the last bucket"
         );
         assert_eq!(t.duration_count, 3);
-        assert_eq!(t.local_http.iter().sum::<u64>(), 1);
+        assert_eq!(
+            t.local_http.iter().sum::<u64>(),
+            2,
+            "431 and the refused preflight"
+        );
+        assert_eq!(t.preflights, 1, "the allowed preflight");
     }
 
     #[test]

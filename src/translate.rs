@@ -17,6 +17,7 @@ use http::Uri;
 use crate::error::Error;
 use crate::field::list_elements;
 use crate::http1::{BodyKind, RequestHead};
+use crate::status::Code;
 
 /// Parse a `grpc-timeout` header value (`1*8DIGIT` then one of `H M S m u n`).
 ///
@@ -43,15 +44,22 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
-/// A call's deadline: the client's `grpc-timeout`, capped by `cap` (`--grpc-timeout-max-ms`),
-/// counted from `now`.
-pub fn call_deadline(
-    grpc_timeout: Option<&[u8]>,
-    cap: Option<Duration>,
-    now: Instant,
-) -> Option<Instant> {
-    deadline_after(grpc_timeout.and_then(parse_grpc_timeout), cap, now)
+/// A request's `grpc-timeout` header: none, a valid timeout, or a call refused with
+/// INVALID_ARGUMENT. A malformed value (`1Z`, `-1S`, empty, more than 8 digits) is refused
+/// rather than ignored, so a client never runs without the deadline it believes it set (the
+/// spec allows at most 8 digits; grpc-go refuses such a value too).
+pub fn grpc_timeout_header(value: Option<&[u8]>) -> Result<Option<Duration>, Error> {
+    match value {
+        None => Ok(None),
+        Some(value) => parse_grpc_timeout(value).map(Some).ok_or(BAD_GRPC_TIMEOUT),
+    }
 }
+
+/// The answer to a malformed `grpc-timeout`.
+pub const BAD_GRPC_TIMEOUT: Error = Error::Refused {
+    code: Code::InvalidArgument,
+    message: "malformed grpc-timeout: 1 to 8 digits and a unit (H, M, S, m, u or n)",
+};
 
 /// A call's deadline from the timeout the client asked for (however its protocol said it),
 /// capped by `cap`, counted from `now`.
@@ -379,6 +387,40 @@ mod tests {
         assert!(matches!(http1_uri(&empty_host), Err(Error::Malformed(_))));
     }
 
+    /// The header as a call sees it: its deadline capped by `--grpc-timeout-max-ms`.
+    fn call_deadline(
+        grpc_timeout: Option<&[u8]>,
+        cap: Option<Duration>,
+        now: Instant,
+    ) -> Option<Instant> {
+        deadline_after(grpc_timeout_header(grpc_timeout).unwrap(), cap, now)
+    }
+
+    #[test]
+    fn malformed_grpc_timeouts_are_refused_not_ignored() {
+        for bad in [
+            &b"1Z"[..],
+            b"-1S",
+            b"",
+            b"S",
+            b"123456789S",
+            b"1.5S",
+            b" 1S",
+            b"1s",
+        ] {
+            assert_eq!(
+                grpc_timeout_header(Some(bad)).unwrap_err().code(),
+                Code::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            grpc_timeout_header(Some(b"99999999H")).unwrap(),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(grpc_timeout_header(None).unwrap(), None);
+    }
+
     #[test]
     fn deadline_is_capped_and_forwarded_as_remaining_time() {
         let now = Instant::now();
@@ -395,7 +437,6 @@ mod tests {
             call_deadline(None, cap, now),
             Some(now + Duration::from_secs(10))
         );
-        assert_eq!(call_deadline(Some(b"bogus"), None, now), None);
         assert_eq!(call_deadline(None, None, now), None);
         let deadline = now + Duration::from_millis(1500);
         assert_eq!(grpc_timeout_value(deadline, now), "1500m");

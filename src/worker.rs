@@ -150,6 +150,8 @@ fn run(
         stats,
         draining: Cell::new(false),
         drain_started: tokio::sync::Notify::new(),
+        drain_expired: Cell::new(false),
+        drain_ended: tokio::sync::Notify::new(),
         timers: Rc::new(CoarseTimers::default()),
         access_log: RefCell::new(
             access_log.map(|sink| WorkerLog::new(sink, config.access_log_format)),
@@ -211,6 +213,7 @@ async fn accept_loop(
         None => (None, None),
     };
     monoio::spawn(housekeeping(context.clone()));
+    let mut accept_log = AcceptFailureLog::default();
     loop {
         let (accepted, secure) = monoio::select! {
             accepted = accept_on(plain.as_ref()) => (accepted, false),
@@ -233,11 +236,13 @@ async fn accept_loop(
                     _ => monoio::spawn(downstream::serve(stream, peer, context.clone(), active)),
                 };
             }
-            // Running out of descriptors or memory must not kill the worker: back off briefly
-            // so the loop does not spin while the condition lasts.
+            // Running out of descriptors or memory must not kill the worker, nor the open
+            // connections: the new ones wait in the kernel's queue while the worker backs off
+            // briefly (so the loop does not spin), and are accepted once descriptors free up.
             Err(e) => {
-                debug!(worker = context.index, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                context.stats.accept_failures.add(1);
+                accept_log.failed(context.index, &e);
+                monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
@@ -247,6 +252,49 @@ async fn accept_loop(
         log.hand_over();
     }
     Ok(())
+}
+
+/// How long a worker waits after a failed accept before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// At most one warning per this interval about failed accepts, per worker.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate-limits the warning about failed accepts: at the descriptor limit, accept fails a hundred
+/// times a second for as long as it lasts.
+#[derive(Default)]
+struct AcceptFailureLog {
+    last: Option<std::time::Instant>,
+    /// Failures since the last warning.
+    unlogged: u64,
+}
+
+impl AcceptFailureLog {
+    fn failed(&mut self, worker: usize, error: &io::Error) {
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < ACCEPT_LOG_INTERVAL)
+        {
+            return;
+        }
+        let hint = match error.raw_os_error() {
+            Some(libc::EMFILE) => {
+                ": the process is at its file-descriptor limit (RLIMIT_NOFILE); new connections wait in the listen queue"
+            }
+            Some(libc::ENFILE) => ": the system is at its file limit (fs.file-max)",
+            _ => "",
+        };
+        tracing::warn!(
+            worker,
+            error = %error,
+            failures = self.unlogged,
+            "accept failed{hint}"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 /// Accept on `listener`; never when there is none.
@@ -271,16 +319,28 @@ async fn drain(context: &WorkerContext, timeout: Duration) {
         monoio::time::sleep(DRAIN_POLL_INTERVAL).await;
     }
     let left = context.stats.connections_active.get();
-    if left > 0 {
-        tracing::warn!(
-            worker = context.index,
-            connections = left,
-            "drain timeout: closing connections with calls still running"
-        );
-    } else {
+    if left == 0 {
         debug!(worker = context.index, "drained");
+        return;
+    }
+    tracing::warn!(
+        worker = context.index,
+        connections = left,
+        "drain timeout: ending the calls still running with UNAVAILABLE"
+    );
+    // The calls still running end with a status their clients can read (a trailer frame, or
+    // trailers), then their connections close; the worker waits a moment for those writes.
+    context.drain_expired.set(true);
+    context.drain_ended.notify_waiters();
+    let deadline = std::time::Instant::now() + DRAIN_FINAL_WRITE;
+    while context.stats.connections_active.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(DRAIN_POLL_INTERVAL).await;
     }
 }
+
+/// How long a worker whose drain timed out waits for the calls it ended to write their final
+/// status before it exits and closes what is left.
+const DRAIN_FINAL_WRITE: Duration = Duration::from_secs(1);
 
 /// How often a worker fires its connections' coarse timeouts, looks for a new endpoint set
 /// without waiting for a call, and republishes its endpoint statistics (every fourth time).

@@ -121,6 +121,16 @@ fn allow_origins_list() {
             &grpc_frame(b"m"),
         ));
         assert_echo(&client.read_response(), "b", &[b"m"]);
+        let counted = totals(&proxy);
+        assert_eq!(counted.preflights, 1, "only the allowed preflight");
+        let forbidden = ringway::stats::LOCAL_HTTP_STATUSES
+            .iter()
+            .position(|s| *s == 403)
+            .unwrap();
+        assert_eq!(
+            counted.local_http[forbidden], 1,
+            "the refused one, as a 403"
+        );
 
         client.write(&grpc_web_request(
             UNARY,

@@ -32,6 +32,7 @@ fn start_ringway(
     listen: SocketAddr,
     admin: SocketAddr,
     upstream: SocketAddr,
+    (delay_ms, timeout_ms): (&str, &str),
 ) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ringway"))
         .args([
@@ -45,9 +46,9 @@ fn start_ringway(
             "--io-driver",
             driver,
             "--drain-delay-ms",
-            "600",
+            delay_ms,
             "--drain-timeout-ms",
-            "5000",
+            timeout_ms,
         ])
         .args(["--log-level", "warn"])
         .stdout(Stdio::null())
@@ -98,7 +99,8 @@ fn sigterm_drains_without_failing_a_call() {
         let backend = start_backend("pod");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut ringway = start_ringway(driver, listen, admin, backend.local_addr());
+        let mut ringway =
+            start_ringway(driver, listen, admin, backend.local_addr(), ("600", "5000"));
         assert!(
             wait_until(Duration::from_secs(10), || admin_get(admin, "/ready")
                 == Some(200)),
@@ -157,6 +159,81 @@ fn sigterm_drains_without_failing_a_call() {
             "keep-alive clients were told to close"
         );
     });
+}
+
+/// A call still running when the drain timeout passes ends with UNAVAILABLE in its trailers
+/// (the client reads a status, not a cut connection), and the process still exits 0.
+#[test]
+fn a_call_outliving_the_drain_timeout_ends_unavailable() {
+    for_each_driver(|driver| {
+        let backend = start_backend("pod");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut ringway = start_ringway(driver, listen, admin, backend.local_addr(), ("0", "400"));
+        assert!(
+            wait_until(Duration::from_secs(10), || admin_get(admin, "/ready")
+                == Some(200)),
+            "ringway never became ready"
+        );
+        let started = std::time::Instant::now();
+        let slow = std::thread::spawn(move || {
+            roundtrip(
+                listen,
+                &grpc_web_request(UNARY, &[("x-delay-ms", "20000")], &grpc_frame(b"slow")),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: sending SIGTERM to the child we started.
+        unsafe { libc::kill(ringway.id() as i32, libc::SIGTERM) };
+        let status = wait_exit(&mut ringway, Duration::from_secs(10));
+        let slow = slow.join().unwrap();
+        assert_eq!(status, Some(0), "ringway exits 0 after the drain timeout");
+        assert_eq!(slow.status, 200, "{slow:?}");
+        assert_eq!(slow.grpc_status(), Some(14), "{slow:?}");
+        assert!(
+            slow.trailer("grpc-message")
+                .or_else(|| slow.header("grpc-message").map(str::to_owned))
+                .is_some_and(|message| message.contains("drain")),
+            "{slow:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call ended at the drain timeout, not with the backend"
+        );
+    });
+}
+
+/// Ctrl-C starts the drain (its delay here is 10 s); a second one exits at once, with status 1.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let backend = start_backend("pod");
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut ringway = start_ringway(
+        "auto",
+        listen,
+        admin,
+        backend.local_addr(),
+        ("10000", "10000"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || admin_get(admin, "/ready")
+            == Some(200)),
+        "ringway never became ready"
+    );
+    // SAFETY: sending SIGINT to the child we started.
+    unsafe { libc::kill(ringway.id() as i32, libc::SIGINT) };
+    assert!(
+        wait_until(Duration::from_secs(5), || admin_get(admin, "/ready")
+            == Some(503)),
+        "readiness did not fail on the first Ctrl-C"
+    );
+    let second = std::time::Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(ringway.id() as i32, libc::SIGINT) };
+    let status = wait_exit(&mut ringway, Duration::from_secs(5));
+    assert_eq!(status, Some(1), "the second Ctrl-C exits with status 1");
+    assert!(second.elapsed() < Duration::from_secs(5));
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {

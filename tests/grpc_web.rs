@@ -113,6 +113,31 @@ fn upstream_request_as_seen_by_the_backend() {
     });
 }
 
+/// A malformed grpc-timeout (bad unit, sign, empty, over 8 digits) ends the call with
+/// INVALID_ARGUMENT before it reaches a backend.
+#[test]
+fn malformed_grpc_timeout_is_invalid_argument() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        for bad in ["1Z", "-1S", "", "123456789S", "5"] {
+            let request = grpc_web_request(UNARY, &[("grpc-timeout", bad)], &grpc_frame(b"m"));
+            let response = roundtrip(proxy.local_addr(), &request);
+            assert_eq!(response.status, 200, "{bad:?}: {response:?}");
+            assert_eq!(response.grpc_status(), Some(3), "{bad:?}: {response:?}");
+            assert!(
+                response
+                    .header("grpc-message")
+                    .is_some_and(|m| m.contains("grpc-timeout")),
+                "{response:?}"
+            );
+        }
+        let good = grpc_web_request(UNARY, &[("grpc-timeout", "5S")], &grpc_frame(b"m"));
+        assert_eq!(roundtrip(proxy.local_addr(), &good).grpc_status(), Some(0));
+        assert_eq!(backend.stats().calls_started, 1);
+    });
+}
+
 /// Text mode: a base64 request body, and a base64 response with the text content type.
 #[test]
 fn text_mode_unary() {

@@ -449,6 +449,45 @@ fn stalled_body_gets_408_and_cancels_upstream() {
     });
 }
 
+/// A body trickled a byte at a time never lets the read timeout pass, but the whole body's
+/// deadline (`--request-body-timeout-ms`) still ends it with 408.
+#[test]
+fn trickled_body_meets_the_whole_body_deadline() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let flags = [
+            "--header-read-timeout-ms",
+            "2000",
+            "--request-body-timeout-ms",
+            "600",
+        ];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let frame = grpc_frame(&[b'x'; 64]);
+        let request = grpc_web_request(UNARY, &[], &frame);
+        let body_at = request.len() - frame.len();
+        let mut client = Reader::new(connect(proxy.local_addr()));
+        client.write(&request[..body_at]);
+        let started = std::time::Instant::now();
+        // One byte every 100 ms: well inside the read timeout, for longer than the deadline.
+        let mut sent = body_at;
+        while started.elapsed() < Duration::from_millis(1500) && sent < request.len() - 1 {
+            if client.stream.write_all(&request[sent..sent + 1]).is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            client.read_raw_head(),
+            "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 29\r\nconnection: close\r\n\r\n",
+        );
+        assert!(sent < request.len() - 1, "the body never completed");
+        assert!(wait_until(Duration::from_secs(5), || {
+            backend.stats().cancelled_by_client == 1
+        }));
+    });
+}
+
 /// A client that closes mid-body is a client close (nginx's 499 in the access log), not a
 /// timeout: nothing is answered, and the upstream stream is cancelled.
 #[test]

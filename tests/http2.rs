@@ -199,6 +199,17 @@ fn deadline_and_client_cancellation_reach_the_upstream() {
             .stats()
             .cancelled_by_client
             == 1));
+        // A malformed grpc-timeout is refused, not ignored: the call never reaches the backend.
+        let calls_before = backend.stats().calls_started;
+        for bad in ["1Z", "-1S", "123456789S"] {
+            let response = client.grpc_unary(UNARY, &[("grpc-timeout", bad)], b"m");
+            assert_eq!(
+                response.grpc_status(),
+                Some(3),
+                "INVALID_ARGUMENT for {bad}"
+            );
+        }
+        assert_eq!(backend.stats().calls_started, calls_before);
 
         // The client resets its stream: the upstream stream is cancelled too.
         let send = client.send.clone();

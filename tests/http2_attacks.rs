@@ -10,15 +10,10 @@ use common::h2client::H2Client;
 use common::rawh2::*;
 use common::*;
 use ringway::server::Server;
-use ringway::stats::{Totals, H2_REASON_NAMES};
+use ringway::stats::H2_REASON_NAMES;
 
 /// How long an attack may take to be answered (a hang, not a timing check).
 const ANSWER_LIMIT: Duration = Duration::from_secs(10);
-
-fn totals(proxy: &Server) -> Totals {
-    let view = proxy.view();
-    Totals::sum(view.worker_stats.iter().map(|w| w.as_ref()))
-}
 
 fn reason_index(name: &str) -> usize {
     H2_REASON_NAMES.iter().position(|n| *n == name).unwrap()

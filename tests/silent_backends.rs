@@ -14,8 +14,6 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::*;
-use ringway::server::Server;
-use ringway::stats::Totals;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -29,10 +27,6 @@ fn call(proxy: SocketAddr) -> (u32, Option<String>) {
         response.grpc_status().expect("a grpc-status"),
         response.header("x-backend").map(str::to_owned),
     )
-}
-
-fn totals(proxy: &Server) -> Totals {
-    Totals::sum(proxy.view().worker_stats.iter().map(|s| s.as_ref()))
 }
 
 /// A listening socket that accepts connections, holds them open, and never reads or writes.

@@ -258,10 +258,7 @@ impl<S: Transport> Connection<S> {
             grpc: None,
         };
         let result = match head.method {
-            Method::Options => {
-                self.context.stats.preflights.add(1);
-                self.preflight(head, &reply_to).await
-            }
+            Method::Options => self.preflight(head, &reply_to).await,
             Method::Get | Method::Head if head.path == self.context.limits.health_path => {
                 self.health(head, &reply_to).await
             }
@@ -306,6 +303,7 @@ impl<S: Transport> Connection<S> {
             .context
             .cors
             .preflight(reply_to.origin.as_ref(), request_headers.as_ref());
+        self.context.stats.preflight(answer.status);
         self.log.http_status = answer.status;
         let next = body_free_next(head, reply_to);
         let head_out = self.out.scratch();
@@ -675,9 +673,9 @@ impl HeadPlan {
             Plan::Web(content_type) => Ok(HeadPlan {
                 path: head.path.clone(),
                 content_type: content_type.upstream.clone(),
-                timeout: find_header(head, b"grpc-timeout")
-                    .as_deref()
-                    .and_then(translate::parse_grpc_timeout),
+                timeout: translate::grpc_timeout_header(
+                    find_header(head, b"grpc-timeout").as_deref(),
+                )?,
                 added: Vec::new(),
                 connect: false,
                 get_body: None,

@@ -49,6 +49,8 @@ pub(super) struct H1Exchange<'c, S> {
     connect: Option<ConnectSide>,
     /// When the body read in progress times out; set when a read starts waiting.
     read_deadline: Option<Instant>,
+    /// When the whole body must have arrived (`--request-body-timeout-ms`).
+    body_deadline: Option<Instant>,
     watch: Watch,
     /// A response head with a body to follow was written.
     streamed: bool,
@@ -74,6 +76,7 @@ impl<'c, S: Transport> H1Exchange<'c, S> {
         body: BodyReader,
         connect: Option<ConnectSide>,
     ) -> Self {
+        let body_deadline = conn.context.limits.body_deadline(reply_to.started);
         H1Exchange {
             conn,
             text: reply_to.grpc.as_ref().is_some_and(|g| g.text),
@@ -81,6 +84,7 @@ impl<'c, S: Transport> H1Exchange<'c, S> {
             body,
             connect,
             read_deadline: None,
+            body_deadline,
             watch: Watch::Pending,
             streamed: false,
         }
@@ -105,7 +109,6 @@ impl<'c, S: Transport> H1Exchange<'c, S> {
     /// Read the client's next body piece: what is buffered, else what arrives next, within
     /// the body read timeout. Only readiness is awaited, so dropping this loses nothing.
     async fn body_piece(&mut self) -> Result<BodyPiece, Error> {
-        let read_timeout = self.conn.context.limits.header_read_timeout;
         loop {
             let data = self
                 .body
@@ -120,9 +123,10 @@ impl<'c, S: Transport> H1Exchange<'c, S> {
                 };
                 return Ok(BodyPiece { data, last });
             }
+            let (limits, body_deadline) = (&self.conn.context.limits, self.body_deadline);
             let deadline = *self
                 .read_deadline
-                .get_or_insert_with(|| Instant::now() + read_timeout);
+                .get_or_insert_with(|| limits.body_read_deadline(Instant::now(), body_deadline));
             let conn = &mut *self.conn;
             let readable = monoio::select! {
                 readable = conn.stream.readable() => readable,

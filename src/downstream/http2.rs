@@ -448,11 +448,11 @@ async fn route(
     let content_type = parts.headers.get(http::header::CONTENT_TYPE);
     let kind = match (&parts.method, content_type) {
         (&Method::OPTIONS, _) => {
-            context.stats.preflights.add(1);
             let request_headers = header_bytes(&parts.headers, "access-control-request-headers");
             let answer = context
                 .cors
                 .preflight(origin.as_ref(), request_headers.as_ref());
+            context.stats.preflight(answer.status);
             log.http_status = answer.status;
             let headers = answer.headers.iter().map(|(n, v)| (*n, &v[..]));
             local_response(&mut respond, answer.status, headers, Bytes::new());
@@ -572,16 +572,13 @@ impl HeadPlan {
         context: &WorkerContext,
     ) -> Result<(HeadPlan, Option<ConnectSide>, Option<Bytes>), Error> {
         let grpc_timeout = || {
-            parts
-                .headers
-                .get("grpc-timeout")
-                .and_then(|v| translate::parse_grpc_timeout(v.as_bytes()))
+            translate::grpc_timeout_header(parts.headers.get("grpc-timeout").map(|v| v.as_bytes()))
         };
         let Kind::Connect { call, .. } = kind else {
             let plan = HeadPlan {
                 uri: translate::h2_uri(&parts.uri, &parts.headers)?,
                 content_type: kind.upstream_content_type(),
-                timeout: grpc_timeout(),
+                timeout: grpc_timeout()?,
                 added: Vec::new(),
                 connect: false,
             };

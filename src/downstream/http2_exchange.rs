@@ -97,6 +97,8 @@ pub(super) struct H2Exchange {
     broken: bool,
     timer: CoarseTimer,
     read_deadline: Option<Instant>,
+    /// When the whole body must have arrived (`--request-body-timeout-ms`).
+    body_deadline: Option<Instant>,
     http_status: u16,
     bytes_out: u64,
 }
@@ -118,6 +120,7 @@ impl H2Exchange {
             )),
             _ => None,
         };
+        let body_deadline = context.limits.body_deadline(Instant::now());
         H2Exchange {
             timer: context.timers.timer(),
             context,
@@ -136,6 +139,7 @@ impl H2Exchange {
             ended: false,
             broken: false,
             read_deadline: None,
+            body_deadline,
             http_status: 200,
             bytes_out: 0,
         }
@@ -215,10 +219,10 @@ impl H2Exchange {
 
     /// The client's next body piece, within the body read timeout.
     async fn body_piece(&mut self) -> Result<BodyPiece, ClientEvent> {
-        let read_timeout = self.context.limits.header_read_timeout;
+        let (limits, body_deadline) = (&self.context.limits, self.body_deadline);
         let deadline = *self
             .read_deadline
-            .get_or_insert_with(|| Instant::now() + read_timeout);
+            .get_or_insert_with(|| limits.body_read_deadline(Instant::now(), body_deadline));
         let (recv, send, respond) = (&mut self.recv, &mut self.send, &mut self.respond);
         let data = monoio::select! {
             data = poll_fn(|cx| recv.poll_data(cx)) => data,

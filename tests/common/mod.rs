@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
 use ringway::grpc_web::Base64Decoder;
 use ringway::server::Server;
+use ringway::stats::Totals;
 use ringway::testing::{Frame, FrameParser};
 use ringway_load::backend::{Backend, BackendConfig, BackendHandle};
 
@@ -30,6 +31,11 @@ pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
 pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Start ringway on 127.0.0.1:0 with one worker, the given driver and upstreams, plus extra flags.
+/// The in-process proxy's counters, all workers added up.
+pub fn totals(proxy: &Server) -> Totals {
+    Totals::sum(proxy.view().worker_stats.iter().map(|w| w.as_ref()))
+}
+
 pub fn start_proxy(driver: &str, upstreams: &[SocketAddr], extra: &[&str]) -> Server {
     let upstreams: Vec<String> = upstreams.iter().map(|a| a.to_string()).collect();
     let upstreams: Vec<&str> = upstreams.iter().map(String::as_str).collect();
