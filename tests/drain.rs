@@ -182,11 +182,30 @@ fn a_call_outliving_the_drain_timeout_ends_unavailable() {
                 &grpc_web_request(UNARY, &[("x-delay-ms", "20000")], &grpc_frame(b"slow")),
             )
         });
+        // A server stream whose head and first messages were sent: it ends with a trailer frame.
+        let stream = std::thread::spawn(move || {
+            let headers = [("x-stream-count", "100"), ("x-stream-interval-ms", "100")];
+            roundtrip(
+                listen,
+                &grpc_web_request(SERVER_STREAM, &headers, &grpc_frame(b"stream")),
+            )
+        });
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: sending SIGTERM to the child we started.
         unsafe { libc::kill(ringway.id() as i32, libc::SIGTERM) };
         let status = wait_exit(&mut ringway, Duration::from_secs(10));
         let slow = slow.join().unwrap();
+        let stream = stream.join().unwrap();
+        let messages = stream.messages().len();
+        assert!(
+            (1..100).contains(&messages),
+            "{messages} messages: {stream:?}"
+        );
+        assert_eq!(
+            stream.trailer("grpc-status").as_deref(),
+            Some("14"),
+            "{stream:?}"
+        );
         assert_eq!(status, Some(0), "ringway exits 0 after the drain timeout");
         assert_eq!(slow.status, 200, "{slow:?}");
         assert_eq!(slow.grpc_status(), Some(14), "{slow:?}");
