@@ -101,6 +101,12 @@ def check_references(docs):
                     port = (handler.get(kind) or {}).get("port")
                     if isinstance(port, str) and port not in pod.port_names:
                         problem(where, f"{c['name']} {probe} uses port name {port!r}, not declared")
+        volumes = {v["name"] for v in pod.spec.get("volumes", [])}
+        for c in pod.containers:
+            for mount in c.get("volumeMounts", []):
+                if mount["name"] not in volumes:
+                    problem(where, f"{c['name']} mounts volume {mount['name']!r}, not declared")
+            check_file_flags(where, c)
         profile = (pod.spec.get("securityContext") or {}).get("seccompProfile") or {}
         if profile.get("type") == "Localhost":
             local = os.path.join("deploy/seccomp", os.path.basename(profile["localhostProfile"]))
@@ -148,11 +154,34 @@ def check_references(docs):
                 for p in (rule.get("http") or {}).get("paths", []):
                     svc = p["backend"]["service"]
                     service_port(where, by_kind, ns, svc["name"], svc["port"].get("number"))
+        elif kind == "Certificate":
+            # cert-manager writes spec.secretName; some pod must mount that Secret to serve it.
+            secret = spec.get("secretName")
+            mounted = {
+                (v.get("secret") or {}).get("secretName")
+                for p in pods
+                if p.namespace == ns
+                for v in p.spec.get("volumes", [])
+            }
+            if secret not in mounted:
+                problem(where, f"secretName {secret!r} is mounted by no pod template in deploy/")
         elif kind in ("HealthCheckPolicy", "GCPBackendPolicy"):
             ref = spec.get("targetRef") or {}
             if not exists(ref.get("kind"), ns, ref.get("name")):
                 problem(where, f"targetRef {ref.get('kind')}/{ref.get('name')} not in deploy/")
     return pods
+
+
+# ringway flags that name a file the container reads: it must be under one of its mounts.
+FILE_FLAGS = ("--tls-cert-file", "--tls-key-file")
+
+
+def check_file_flags(where, container):
+    mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
+    for token in container.get("args") or []:
+        flag, _, path = token.partition("=")
+        if flag in FILE_FLAGS and not any(path.startswith(m) for m in mounts):
+            problem(where, f"{container['name']} {flag}={path} is under no volumeMount")
 
 
 def service_port(where, by_kind, ns, name, port):

@@ -8,12 +8,15 @@
 #    (an unknown field is an error, so a misspelt securityContext key fails), against the oldest
 #    and a recent Kubernetes version the manifests are for (KUBERNETES_VERSIONS, default
 #    "1.30.0 1.34.0"; 1.30 is the first with the native `preStop: sleep` action they use).
-#    GKE's and Gateway API's CRDs (BackendConfig, HealthCheckPolicy, GCPBackendPolicy, Gateway,
-#    HTTPRoute) have no schema there: kubernetes-validate warns and passes them, which is this
-#    tool's --ignore-missing-schemas. Step 2 still checks their shape and references.
+#    GKE's, Gateway API's and cert-manager's CRDs (BackendConfig, HealthCheckPolicy,
+#    GCPBackendPolicy, Gateway, HTTPRoute, Certificate) have no schema there: kubernetes-validate
+#    warns and passes them, which is this tool's --ignore-missing-schemas. Step 2 still checks
+#    their shape and references.
 # 2. Shape and references (.ci/deploy_checks.py): YAML parses, every document has apiVersion,
 #    kind, metadata.name and labels; Service selectors match some pod template; named
 #    targetPorts, probe ports, HPA/PDB targets, HTTPRoute backends and policy targetRefs exist;
+#    volumeMounts name declared volumes, --tls-cert-file/--tls-key-file lie under a mount, and a
+#    Certificate's secretName is mounted by some pod;
 #    the seccomp profile is valid JSON and allows the io_uring syscalls.
 # 3. Flags: every `--flag` in the args (and command) of a container that runs ringway or
 #    ringway-load, and every RINGWAY_* / RINGWAY_LOAD_* env name, must appear in that binary's
