@@ -221,21 +221,7 @@ async fn accept_loop(
             _ = stop.changed() => break,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                // Responses are written whole per flush; Nagle would only add latency.
-                let _ = stream.set_nodelay(true);
-                let active = ActiveConnection::new(&context.stats);
-                match (secure, &acceptor) {
-                    (true, Some(acceptor)) => monoio::spawn(downstream::serve_tls(
-                        stream,
-                        peer,
-                        context.clone(),
-                        acceptor.clone(),
-                        active,
-                    )),
-                    _ => monoio::spawn(downstream::serve(stream, peer, context.clone(), active)),
-                };
-            }
+            Ok((stream, peer)) => serve(stream, peer, &context, secure, &acceptor),
             // Running out of descriptors or memory must not kill the worker, nor the open
             // connections: the new ones wait in the kernel's queue while the worker backs off
             // briefly (so the loop does not spin), and are accepted once descriptors free up.
@@ -243,6 +229,19 @@ async fn accept_loop(
                 context.stats.accept_failures.add(1);
                 accept_log.failed(context.index, &e);
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    context.draining.set(true);
+    // Connections the kernel completed but nobody accepted yet would be reset when the
+    // listener closes: a client that reconnected a moment ago (told `Connection: close` by
+    // another worker) would see its request fail. They are accepted and served (and told to
+    // close) like the others.
+    for (listener, secure) in [(plain.as_ref(), false), (tls.as_ref(), true)] {
+        let Some(listener) = listener else { continue };
+        for (stream, peer) in take_queued(listener) {
+            if let Ok(stream) = monoio::net::TcpStream::from_std(stream) {
+                serve(stream, peer, &context, secure, &acceptor);
             }
         }
     }
@@ -296,6 +295,52 @@ impl AcceptFailureLog {
         self.unlogged = 0;
     }
 }
+
+/// Serve an accepted connection in a task of its own: TLS when it came from the TLS listener.
+fn serve(
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    context: &Rc<WorkerContext>,
+    secure: bool,
+    acceptor: &Option<Rc<Acceptor>>,
+) {
+    // Responses are written whole per flush; Nagle would only add latency.
+    let _ = stream.set_nodelay(true);
+    let active = ActiveConnection::new(&context.stats);
+    match (secure, acceptor) {
+        (true, Some(acceptor)) => monoio::spawn(downstream::serve_tls(
+            stream,
+            peer,
+            context.clone(),
+            acceptor.clone(),
+            active,
+        )),
+        _ => monoio::spawn(downstream::serve(stream, peer, context.clone(), active)),
+    };
+}
+
+/// The connections waiting in `listener`'s queue, accepted without waiting for more.
+fn take_queued(
+    listener: &monoio::net::TcpListener,
+) -> Vec<(std::net::TcpStream, std::net::SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a second handle on the listener's descriptor, never dropped (ManuallyDrop), so
+    // the descriptor is closed once, by its owner. Making it non-blocking affects only accepts
+    // from here on, and the listener is closed right after.
+    let std_listener = std::mem::ManuallyDrop::new(unsafe {
+        std::net::TcpListener::from_raw_fd(listener.as_raw_fd())
+    });
+    if std_listener.set_nonblocking(true).is_err() {
+        return Vec::new();
+    }
+    std::iter::from_fn(|| std_listener.accept().ok())
+        .take(QUEUED_ACCEPT_MAX)
+        .collect()
+}
+
+/// At most this many queued connections are taken when a worker stops accepting (the listen
+/// backlog is 1,024).
+const QUEUED_ACCEPT_MAX: usize = 4096;
 
 /// Accept on `listener`; never when there is none.
 async fn accept_on(

@@ -13,6 +13,17 @@ use std::time::Duration;
 
 use common::*;
 
+/// The tests here start the real binary with two workers, clients and backends, and signal
+/// it; run one at a time, so that one test's load does not starve another's timers (a drain
+/// grace or an admin deadline missed under a loaded 2-core machine is not what they test).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -95,6 +106,7 @@ fn client(proxy: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
 
 #[test]
 fn sigterm_drains_without_failing_a_call() {
+    let _serial = one_at_a_time();
     for_each_driver(|driver| {
         let backend = start_backend("pod");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -165,6 +177,7 @@ fn sigterm_drains_without_failing_a_call() {
 /// (the client reads a status, not a cut connection), and the process still exits 0.
 #[test]
 fn a_call_outliving_the_drain_timeout_ends_unavailable() {
+    let _serial = one_at_a_time();
     for_each_driver(|driver| {
         let backend = start_backend("pod");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -225,6 +238,7 @@ fn a_call_outliving_the_drain_timeout_ends_unavailable() {
 /// Ctrl-C starts the drain (its delay here is 10 s); a second one exits at once, with status 1.
 #[test]
 fn a_second_ctrl_c_exits_at_once() {
+    let _serial = one_at_a_time();
     let backend = start_backend("pod");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -66,7 +66,7 @@ pub async fn serve<S: Transport>(
         sent: 0,
         consumed_mark: 0,
         log: RequestLog::default(),
-        buf: BytesMut::with_capacity(context.limits.read_buffer_bytes),
+        buf: BytesMut::new(),
         out: Output::default(),
         timer: context.timers.timer(),
         stream,
@@ -184,12 +184,24 @@ impl<S: Transport> Connection<S> {
                 None if self.context.draining.get() => Instant::now() + DRAIN_IDLE_GRACE,
                 None => Instant::now() + limits.idle_timeout,
             };
-            let read = read_more(
-                &mut self.stream,
-                &mut self.buf,
-                &self.context.stats,
-                &self.received,
-            );
+            // Between requests the connection holds no buffer: it waits for readiness, which
+            // needs none, and only then takes its read buffer (nginx frees its buffers on idle
+            // connections the same way). An io_uring read would own the buffer while it waits.
+            let release = self.buf.is_empty();
+            if release {
+                self.buf = BytesMut::new();
+                self.out.release();
+            }
+            let read_buffer_bytes = limits.read_buffer_bytes;
+            let (stream, buf) = (&mut self.stream, &mut self.buf);
+            let (stats, received) = (&self.context.stats, &self.received);
+            let read = async move {
+                if release {
+                    stream.readable().await?;
+                    buf.reserve(read_buffer_bytes);
+                }
+                read_more(stream, buf, stats, received).await
+            };
             let mut read = std::pin::pin!(read);
             let timed_out = monoio::select! {
                 read = &mut read => Some(read),

@@ -37,7 +37,10 @@ pub async fn serve<S: Transport + Unpin + 'static>(
     active: ActiveConnection,
 ) {
     if let Some((stream, received)) = http1::serve(stream, peer, &context).await {
-        http2::serve(stream, received, peer, context).await;
+        // Boxed, like every path that is not the idle HTTP/1.1 loop: a task's future is as
+        // large as its largest state, and each connection is one task, so an HTTP/2 server
+        // inline here would cost every HTTP/1.1 connection its size (KiBs) while it sits idle.
+        Box::pin(http2::serve(stream, received, peer, context)).await;
     }
     drop(active);
 }
@@ -52,7 +55,7 @@ pub async fn serve_tls(
     acceptor: Rc<Acceptor>,
     active: ActiveConnection,
 ) {
-    let accepted = match tls::accept(stream, &acceptor, &context.stats.tls).await {
+    let accepted = match Box::pin(tls::accept(stream, &acceptor, &context.stats.tls)).await {
         Ok(accepted) => accepted,
         Err(error) => {
             debug!(%peer, %error, "TLS connection not accepted");
@@ -60,12 +63,12 @@ pub async fn serve_tls(
         }
     };
     match accepted.alpn {
-        Alpn::H2 => http2::serve(accepted.stream, Bytes::new(), peer, context).await,
+        Alpn::H2 => Box::pin(http2::serve(accepted.stream, Bytes::new(), peer, context)).await,
         Alpn::Http1 => {
             // A client that offered no ALPN may still open with the HTTP/2 preface (prior
             // knowledge); it is served as HTTP/2.
             if let Some((stream, received)) = http1::serve(accepted.stream, peer, &context).await {
-                http2::serve(stream, received, peer, context).await;
+                Box::pin(http2::serve(stream, received, peer, context)).await;
             }
         }
     }

@@ -101,6 +101,14 @@ impl Output {
         self.slices.bufs.is_empty() && self.scratch.is_empty()
     }
 
+    /// Give back the memory kept from earlier responses (scratch room, slice and iovec lists)
+    /// once everything is written: an idle keep-alive connection should hold none of it.
+    pub fn release(&mut self) {
+        if self.is_empty() {
+            *self = Output::default();
+        }
+    }
+
     pub fn len_bytes(&self) -> usize {
         self.slices.bufs.iter().map(Bytes::len).sum::<usize>() + self.scratch.len()
     }
