@@ -36,7 +36,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ringway /out/ringway-load /usr/local/bin/
 USER 65532:65532
-# 8080: gRPC-Web (data). 9901: admin (probes, stats); keep it inside the cluster.
-EXPOSE 8080 9901
+# 8080: cleartext data (gRPC-Web over HTTP/1.1, h2c). 8443: TLS data, when --tls-listen is given
+# (deploy/lb). 9901: admin (probes, stats); keep it inside the cluster.
+EXPOSE 8080 8443 9901
 ENTRYPOINT ["/usr/local/bin/ringway"]
 CMD ["--listen=0.0.0.0:8080", "--admin=0.0.0.0:9901"]

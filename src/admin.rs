@@ -355,6 +355,32 @@ impl Admin {
         totals
     }
 
+    /// The certificate's counters (process-wide, kept by the reloader), with `--tls-listen`:
+    /// name, help, value.
+    fn tls_certificate_counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let Some(tls) = &self.view.tls else {
+            return Vec::new();
+        };
+        let stats = tls.stats();
+        vec![
+            (
+                "certificate_reloads",
+                "New certificates loaded after their files changed.",
+                stats.reloads.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "certificate_reload_failures",
+                "Certificate file changes that could not be loaded (the previous certificate stays).",
+                stats.reload_failures.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "sni_unmatched",
+                "Handshakes naming (SNI) a host the certificate does not cover.",
+                tls.sni_unmatched(),
+            ),
+        ]
+    }
+
     fn stats_text(&self) -> String {
         let mut out = String::new();
         self.totals().render_text(&mut out);
@@ -390,6 +416,9 @@ impl Admin {
                     target.last_error
                 );
             }
+        }
+        for (name, _, value) in self.tls_certificate_counters() {
+            let _ = writeln!(out, "tls.{name}: {value}");
         }
         let _ = writeln!(
             out,
@@ -439,6 +468,9 @@ impl Admin {
         let unhealthy = self.view.health.unhealthy();
         let _ = writeln!(out, "# HELP ringway_endpoints Upstream endpoints in the current set.\n# TYPE ringway_endpoints gauge\nringway_endpoints {}", set.endpoints.len());
         let _ = writeln!(out, "# HELP ringway_endpoints_refused Endpoints some worker found refusing connects (out of every worker's rotation).\n# TYPE ringway_endpoints_refused gauge\nringway_endpoints_refused {}", self.view.refused.load().len());
+        for (name, help, value) in self.tls_certificate_counters() {
+            let _ = writeln!(out, "# HELP ringway_tls_{name}_total {help}\n# TYPE ringway_tls_{name}_total counter\nringway_tls_{name}_total {value}");
+        }
         let _ = writeln!(out, "# HELP ringway_admin_connections_evicted_total Admin connections closed to make room for a newer one (all slots busy).\n# TYPE ringway_admin_connections_evicted_total counter\nringway_admin_connections_evicted_total {}", self.slots.evicted_total.get());
         let _ = writeln!(out, "# HELP ringway_admin_connections_refused_total Admin connections closed at once (all slots busy answering).\n# TYPE ringway_admin_connections_refused_total counter\nringway_admin_connections_refused_total {}", self.slots.refused_total.get());
         let _ = writeln!(out, "# HELP ringway_endpoint_healthy 1 when the endpoint passes active health checks (or checks are off).\n# TYPE ringway_endpoint_healthy gauge");

@@ -181,6 +181,7 @@ pub async fn run<D: Downstream>(
         head_sent: false,
         body_complete: body.complete,
         upstream: None,
+        headers_due: None,
     };
     let result = call.attempts(request, body, downstream).await;
     let end = match result {
@@ -219,6 +220,9 @@ struct CallState<'c> {
     head_sent: bool,
     body_complete: bool,
     upstream: Option<SocketAddr>,
+    /// When the attempt in progress must have its response headers
+    /// (`--response-headers-timeout-ms`).
+    headers_due: Option<Instant>,
 }
 
 impl CallState<'_> {
@@ -373,6 +377,11 @@ impl CallState<'_> {
             upstream: Upstream::Head(response),
             unreleased_bytes: 0,
         };
+        self.headers_due = self
+            .context
+            .limits
+            .response_headers_timeout
+            .map(|timeout| Instant::now() + timeout);
         let result = self.relay(&mut relay, &mut send, body, downstream).await;
         if result.is_err() {
             // Whatever happened, the upstream stream must not run on without us.
@@ -485,8 +494,15 @@ impl CallState<'_> {
         downstream: &mut D,
     ) -> Waited {
         let want_body = matches!(pump, Pump::Waiting);
+        let headers_due = match upstream {
+            Upstream::Head(_) => self.headers_due,
+            Upstream::Body(_) => None,
+        };
         monoio::select! {
             event = poll_fn(|cx| poll_upstream(upstream, cx)) => Waited::Upstream(event),
+            _ = sleep_until(headers_due) => {
+                Waited::Upstream(UpstreamEvent::Failed(Error::ResponseHeadersTimeout))
+            }
             _ = wait_deadline(&mut self.deadline) => {
                 Waited::Upstream(UpstreamEvent::Failed(Error::DeadlineExceeded))
             }
@@ -728,6 +744,14 @@ fn poll_now(state: &mut Upstream) -> Option<UpstreamEvent> {
     match poll_upstream(state, &mut cx) {
         Poll::Ready(event) => Some(event),
         Poll::Pending => None,
+    }
+}
+
+/// Resolves at `at`; never without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => monoio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

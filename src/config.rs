@@ -240,6 +240,14 @@ pub struct Config {
     pub connect_get_allow: Vec<String>,
 
     // --- gRPC ---
+    /// Time an upstream has to send a call's response headers once the call was sent to it;
+    /// 0 = no limit (the default). Expiry ends the call with UNAVAILABLE and counts against the
+    /// endpoint for outlier ejection: it catches a backend that accepts streams and then never
+    /// answers (wedged, or stopped). Applies to every call, so set it above the slowest unary
+    /// method and only where server streams send their headers at once.
+    #[arg(long, env = "RINGWAY_RESPONSE_HEADERS_TIMEOUT_MS", default_value_t = 0)]
+    pub response_headers_timeout_ms: u64,
+
     /// Cap on a call's grpc-timeout; 0 = no cap (Envoy's max_grpc_timeout: 0s). No timeout is
     /// applied to calls that do not ask for one, so long server streams are never cut.
     #[arg(long, env = "RINGWAY_GRPC_TIMEOUT_MAX_MS", default_value_t = 0)]
@@ -622,6 +630,8 @@ pub struct DownstreamLimits {
     pub header_read_timeout: Duration,
     /// The whole request body's deadline, from its head.
     pub request_body_timeout: Option<Duration>,
+    /// How long an upstream has to send a call's response headers.
+    pub response_headers_timeout: Option<Duration>,
     pub idle_timeout: Duration,
     pub read_buffer_bytes: usize,
     pub grpc_timeout_max: Option<Duration>,
@@ -786,6 +796,8 @@ impl Config {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             request_body_timeout: (self.request_body_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.request_body_timeout_ms)),
+            response_headers_timeout: (self.response_headers_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.response_headers_timeout_ms)),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             read_buffer_bytes: self.read_buffer_bytes,
             grpc_timeout_max: (self.grpc_timeout_max_ms > 0)

@@ -70,6 +70,8 @@ pub enum Error {
     DeadlineExceeded,
     /// The proxy's drain timeout passed while the call still ran.
     Shutdown,
+    /// The upstream sent no response headers within `--response-headers-timeout-ms`.
+    ResponseHeadersTimeout,
 }
 
 /// What the client is told.
@@ -101,7 +103,8 @@ impl Error {
             | Error::ConnectTimeout
             | Error::H2(_)
             | Error::UpstreamHttpStatus(_)
-            | Error::UpstreamProtocol(_) => Side::Upstream,
+            | Error::UpstreamProtocol(_)
+            | Error::ResponseHeadersTimeout => Side::Upstream,
         }
     }
 
@@ -129,7 +132,8 @@ impl Error {
             | Error::Connect(_)
             | Error::ConnectTimeout
             | Error::PendingTimeout
-            | Error::Shutdown => Code::Unavailable,
+            | Error::Shutdown
+            | Error::ResponseHeadersTimeout => Code::Unavailable,
             Error::PoolExhausted | Error::Http1(Http1Error::BodyTooLarge) => {
                 Code::ResourceExhausted
             }
@@ -173,6 +177,7 @@ impl Error {
             Error::UpstreamProtocol(what) => (*what).into(),
             Error::DeadlineExceeded => "deadline exceeded".into(),
             Error::Shutdown => "proxy shutting down: its drain timeout passed".into(),
+            Error::ResponseHeadersTimeout => "upstream sent no response headers in time".into(),
         }
     }
 
@@ -301,6 +306,7 @@ mod tests {
             (Error::UpstreamHttpStatus(404), Code::Unimplemented),
             (Error::UpstreamProtocol("no grpc-status"), Code::Internal),
             (Error::DeadlineExceeded, Code::DeadlineExceeded),
+            (Error::ResponseHeadersTimeout, Code::Unavailable),
             (
                 Error::H2(h2::Error::from(h2::Reason::REFUSED_STREAM)),
                 Code::Unavailable,

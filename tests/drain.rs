@@ -44,8 +44,8 @@ fn start_ringway(
     admin: SocketAddr,
     upstream: SocketAddr,
     (delay_ms, timeout_ms): (&str, &str),
-) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ringway"))
+) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
         .args([
             "--listen",
             &listen.to_string(),
@@ -65,7 +65,8 @@ fn start_ringway(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("ringway binary starts")
+        .expect("ringway binary starts");
+    Running(child)
 }
 
 #[derive(Default)]
@@ -75,32 +76,34 @@ struct Tally {
     told_to_close: AtomicU64,
 }
 
-/// Call over one keep-alive connection after another until connecting is refused (the drain
-/// stopped accepting) or `stop` is set.
+/// Call over a keep-alive connection until told to close (the drain stopped accepting), until
+/// connecting is refused, or until `stop` is set.
 fn client(proxy: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
-    'connections: while !stop.load(Ordering::Relaxed) {
-        let Ok(stream) = TcpStream::connect(proxy) else {
-            return;
-        };
-        stream.set_read_timeout(Some(CLIENT_READ_TIMEOUT)).unwrap();
-        let mut reader = Reader::new(stream);
-        loop {
-            reader.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"drain")));
-            let response = reader.read_response();
-            if response.status == 200 && response.grpc_status() == Some(0) {
-                tally.ok.fetch_add(1, Ordering::Relaxed);
-            } else {
-                tally.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("failed call during drain: {response:?}");
-            }
-            if response.header("connection") == Some("close") {
-                tally.told_to_close.fetch_add(1, Ordering::Relaxed);
-                // `connection: close`, then the connection really closes.
-                reader.assert_closed();
-                continue 'connections;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+    let Ok(stream) = TcpStream::connect(proxy) else {
+        return;
+    };
+    stream.set_read_timeout(Some(CLIENT_READ_TIMEOUT)).unwrap();
+    let mut reader = Reader::new(stream);
+    while !stop.load(Ordering::Relaxed) {
+        reader.write(&grpc_web_request(UNARY, &[], &grpc_frame(b"drain")));
+        let response = reader.read_response();
+        if response.status == 200 && response.grpc_status() == Some(0) {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            eprintln!("failed call during drain: {response:?}");
         }
+        if response.header("connection") == Some("close") {
+            tally.told_to_close.fetch_add(1, Ordering::Relaxed);
+            // `connection: close`, then the connection really closes.
+            reader.assert_closed();
+            // Told to close once accepting stopped: like the load balancer in front, which
+            // took the pod out during the drain delay, the client goes elsewhere. (A new
+            // connection now could race the listeners' close in the kernel: its handshake
+            // completed by a listener about to close, then reset.)
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -29,7 +29,7 @@ fn start_limited(
     listen: SocketAddr,
     admin: SocketAddr,
     upstream: SocketAddr,
-) -> Child {
+) -> Running {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringway"));
     command
         .args([
@@ -56,7 +56,7 @@ fn start_limited(
             Ok(())
         });
     }
-    command.spawn().expect("ringway binary starts")
+    Running(command.spawn().expect("ringway binary starts"))
 }
 
 fn stats(admin: SocketAddr) -> Option<String> {

@@ -341,3 +341,108 @@ fn local_answers_over_http2() {
         let _ = client.grpc_unary(UNARY, &[], b"still serving");
     });
 }
+
+/// An upstream that answers before it has read the request body (the backend's
+/// `x-reply-before-body`) while the client still holds its END_STREAM back: the response is
+/// delivered whole (head, message, trailers), and the client's stream is not reset with an
+/// error (RFC 9113 §8.1 allows at most a NO_ERROR reset after a complete response).
+#[test]
+fn a_response_completing_before_the_request_body_is_delivered_whole() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let client = H2Client::connect(proxy.local_addr());
+        for mode in ["1", "drain"] {
+            let headers = [
+                ("content-type", GRPC),
+                ("x-reply-before-body", mode),
+                ("x-response-bytes", "64"),
+            ];
+            let req = request("POST", UNARY, &headers);
+            let send = client.send.clone();
+            let (status, messages, grpc_status, reset) = client.runtime.block_on(async move {
+                let mut send = send.ready().await.unwrap();
+                let (response, mut body) = send.send_request(req, false).unwrap();
+                // Part of a message, and no END_STREAM: the request is not finished.
+                body.send_data(Bytes::from(grpc_frame(b"unfinished")[..4].to_vec()), false)
+                    .unwrap();
+                let response = response.await.expect("response head");
+                let status = response.status().as_u16();
+                let mut recv = response.into_body();
+                let mut bytes = Vec::new();
+                while let Some(data) = recv.data().await {
+                    let data = data.expect("response body whole");
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    bytes.extend_from_slice(&data);
+                }
+                let trailers = recv.trailers().await.expect("trailers").unwrap_or_default();
+                let grpc_status = trailers
+                    .get("grpc-status")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                // Whatever the proxy did to the client's side of the stream afterwards.
+                let reset = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    std::future::poll_fn(|cx| body.poll_reset(cx)),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|reason| format!("{reason:?}"));
+                let _ = body.send_data(Bytes::from_static(b"late"), true);
+                (status, bytes.len(), grpc_status, reset)
+            });
+            assert_eq!(status, 200, "{mode}");
+            assert_eq!(messages, 5 + 64, "{mode}: one 64-byte message");
+            assert_eq!(grpc_status.as_deref(), Some("0"), "{mode}");
+            assert!(
+                reset.as_deref().is_none_or(|r| r == "NO_ERROR"),
+                "{mode}: the client's stream was reset with {reset:?}"
+            );
+        }
+    });
+}
+
+/// On shutdown an HTTP/2 client gets GOAWAY; the stream it has running finishes with
+/// grpc-status 0, and the connection then closes: no call fails.
+#[test]
+fn drain_sends_goaway_and_running_streams_finish() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let proxy = start_proxy(
+            driver,
+            &[backend.local_addr()],
+            &["--drain-timeout-ms", "10000"],
+        );
+        let client = H2Client::connect(proxy.local_addr());
+        let headers = [
+            ("content-type", GRPC),
+            ("x-stream-count", "4"),
+            ("x-stream-interval-ms", "250"),
+        ];
+        let req = request("POST", SERVER_STREAM, &headers);
+        let send = client.send.clone();
+        let runtime = &client.runtime;
+        let stream = runtime.block_on(async move {
+            let mut send = send.ready().await.unwrap();
+            let (response, mut body) = send.send_request(req, false).unwrap();
+            body.send_data(Bytes::from(grpc_frame(b"s")), true).unwrap();
+            response
+        });
+        let shutdown = std::thread::spawn(move || proxy.shutdown());
+        let response = runtime.block_on(read_response(stream));
+        assert_eq!(response.grpc_status(), Some(0), "{response:?}");
+        assert_eq!(response.messages().len(), 4);
+        shutdown.join().unwrap();
+        // After GOAWAY the client opens no new stream on this connection.
+        let send = client.send.clone();
+        let refused = runtime.block_on(async move {
+            match send.ready().await {
+                Err(e) => e.is_go_away() || e.is_io() || e.to_string().contains("closed"),
+                Ok(mut send) => send
+                    .send_request(request("POST", UNARY, &[]), true)
+                    .is_err(),
+            }
+        });
+        assert!(refused, "a new stream after GOAWAY must not be accepted");
+    });
+}

@@ -638,3 +638,55 @@ fn run_binary(flags: &[&str], cert: &Path, key: &Path) -> (bool, String) {
         .unwrap();
     (status.success(), text)
 }
+
+/// The certificate's reload counters reach the admin port, as text and for Prometheus.
+#[test]
+fn the_admin_port_shows_the_certificate_counters() {
+    let ca = TestCa::new("admin-tls");
+    let leaf = ca.leaf("leaf");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args([
+            "--listen",
+            "off",
+            "--upstream",
+            "127.0.0.1:9",
+            "--workers",
+            "1",
+        ])
+        .args(["--admin", &admin.to_string(), "--log-level", "warn"])
+        .args(tls_flags(&leaf.cert, &leaf.key))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ringway binary starts");
+    let get = |path: &str| -> Option<String> {
+        let mut reader = Reader::new(std::net::TcpStream::connect(admin).ok()?);
+        reader.write(format!("GET {path} HTTP/1.1\r\nhost: admin\r\n\r\n").as_bytes());
+        Some(String::from_utf8_lossy(&reader.read_response().body).into_owned())
+    };
+    let mut text = None;
+    wait_until(Duration::from_secs(10), || {
+        text = get("/stats");
+        text.is_some()
+    });
+    let prometheus = get("/stats/prometheus");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = text.expect("the admin port answers");
+    for line in [
+        "tls.certificate_reloads: 0",
+        "tls.certificate_reload_failures: 0",
+        "tls.sni_unmatched: 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    let prometheus = prometheus.expect("prometheus answers");
+    assert!(
+        prometheus.contains("\nringway_tls_certificate_reloads_total 0\n"),
+        "{prometheus}"
+    );
+}

@@ -351,3 +351,33 @@ fn endpoint_recovers_after_backoff() {
         assert_eq!(backend.stats().connections_accepted, 1);
     });
 }
+
+/// `--response-headers-timeout-ms`: a backend that does not start its answer in time ends the
+/// call with UNAVAILABLE; a server stream whose headers came at once runs on past it, however
+/// far apart its messages are.
+#[test]
+fn response_headers_timeout_bounds_a_silent_backend_not_a_long_stream() {
+    for_each_driver(|driver| {
+        let backend = start_backend("b");
+        let flags = ["--response-headers-timeout-ms", "300"];
+        let proxy = start_proxy(driver, &[backend.local_addr()], &flags);
+        let silent = grpc_web_request(UNARY, &[("x-delay-ms", "5000")], &grpc_frame(b"m"));
+        let response = roundtrip(proxy.local_addr(), &silent);
+        assert_eq!(response.grpc_status(), Some(14), "{response:?}");
+        assert!(
+            response
+                .header("grpc-message")
+                .is_some_and(|m| m.contains("response headers")),
+            "{response:?}"
+        );
+        assert!(wait_until(Duration::from_secs(5), || {
+            backend.stats().cancelled_by_client == 1
+        }));
+
+        let headers = [("x-stream-count", "3"), ("x-stream-interval-ms", "500")];
+        let stream = grpc_web_request(SERVER_STREAM, &headers, &grpc_frame(b"s"));
+        let response = roundtrip(proxy.local_addr(), &stream);
+        assert_eq!(response.grpc_status(), Some(0), "{response:?}");
+        assert_eq!(response.messages().len(), 3);
+    });
+}

@@ -517,3 +517,26 @@ pub fn stalled_stream(proxy: SocketAddr) -> (Reader, String) {
     assert_eq!(client.read_chunk().unwrap(), grpc_frame(b"tick"));
     (client, head)
 }
+
+/// A process under test (the real binary), killed if the test ends (or fails) before it exits.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
