@@ -426,8 +426,10 @@ fn drain_sends_goaway_and_running_streams_finish() {
             let mut send = send.ready().await.unwrap();
             let (response, mut body) = send.send_request(req, false).unwrap();
             body.send_data(Bytes::from(grpc_frame(b"s")), true).unwrap();
-            response
+            // Not awaited here: the proxy shuts down while the stream runs.
+            [response]
         });
+        let [stream] = stream;
         let shutdown = std::thread::spawn(move || proxy.shutdown());
         let response = runtime.block_on(read_response(stream));
         assert_eq!(response.grpc_status(), Some(0), "{response:?}");
