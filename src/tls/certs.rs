@@ -283,6 +283,8 @@ pub fn server_config(
             sni,
         }));
     config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    // The provider's order (AES-128-GCM first), not the client's: see `provider`.
+    config.ignore_client_order = true;
     config.ticketer = sessions.ticketer.clone();
     config.session_storage = sessions.cache.clone();
     config.enable_secret_extraction = secret_extraction;

@@ -71,8 +71,17 @@ use stream::{HandshakeError, UserspaceTls};
 mod provider {
     use super::*;
 
+    /// aws-lc-rs with the AES-128-GCM suites first: the server picks by its own order
+    /// (`ignore_client_order` in `certs::server_config`). Browsers list AES-128-GCM first
+    /// anyway; a client that lists AES-256-GCM-SHA384 first (rustls, Go) would otherwise make
+    /// every handshake's key schedule and transcript run on SHA-384, which costs more per
+    /// byte than SHA-256 (docs/benchmarks.md, TLS).
     pub fn provider() -> rustls::crypto::CryptoProvider {
-        rustls::crypto::aws_lc_rs::default_provider()
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| !format!("{:?}", suite.suite()).contains("AES_128_GCM"));
+        provider
     }
 
     pub fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {

@@ -121,10 +121,16 @@ impl TlsClient {
         if roots.is_empty() {
             return Err("the CA file holds no certificate".into());
         }
-        let provider = CryptoProvider {
+        let mut provider = CryptoProvider {
             kx_groups: target.key_exchange.groups(),
             ..aws_lc_rs::default_provider()
         };
+        // Offered in the order browsers offer them (Chrome and Firefox list AES-128-GCM first;
+        // rustls's default lists AES-256-GCM first), so a server that follows the client's
+        // order agrees on what a browser would get.
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| !format!("{:?}", suite.suite()).contains("AES_128_GCM"));
         let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS configuration: {e}"))?
