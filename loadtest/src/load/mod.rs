@@ -313,7 +313,7 @@ pub struct Report {
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
     /// HTTPS: completed handshakes by what they agreed on (version, key exchange group,
-    /// cipher suite, ALPN), e.g. `TLSv1_3 X25519 TLS13_AES_256_GCM_SHA384 h2`.
+    /// cipher suite, ALPN), e.g. `TLSv1_3 X25519 TLS13_AES_128_GCM_SHA256 h2`.
     pub tls_negotiated: BTreeMap<String, u64>,
     pub latency_us: Percentiles,
     pub per_pod: BTreeMap<String, u64>,

@@ -173,7 +173,7 @@ impl TlsClient {
 pub struct Negotiated {
     pub resumed: bool,
     /// Version, key exchange group, cipher suite and ALPN protocol, e.g.
-    /// `TLSv1_3 X25519 TLS13_AES_256_GCM_SHA384 h2`.
+    /// `TLSv1_3 X25519 TLS13_AES_128_GCM_SHA256 h2`.
     pub summary: String,
 }
 
