@@ -317,3 +317,39 @@ fn curl_calls_grpc_web_over_https_with_h2_and_with_http1() {
         assert_eq!(tls.alpn_http1.get(), 1);
     });
 }
+
+/// h2load (nghttp2) loads ringway over h2c with native gRPC calls: many streams over a few
+/// connections. h2load judges only the HTTP status, so the proxy's own count of calls ended
+/// with grpc-status 0 is checked too.
+#[test]
+fn h2load_native_grpc_over_h2c() {
+    const CALLS: u64 = 400;
+    for_each_driver(|driver| {
+        let backend = start_backend(BACKEND);
+        let proxy = start_proxy(driver, &[backend.local_addr()], &[]);
+        let body = std::env::temp_dir().join(format!(
+            "ringway-h2load-{driver}-{}.bin",
+            std::process::id()
+        ));
+        std::fs::write(&body, grpc_frame(b"h2load")).unwrap();
+        let output = Command::new("h2load")
+            .args(["-n", &CALLS.to_string(), "-c", "2", "-m", "16"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .arg("-d")
+            .arg(&body)
+            .arg(format!("http://{}{UNARY}", proxy.local_addr()))
+            .output()
+            .expect("h2load (Debian package nghttp2-client) is needed for this test");
+        let _ = std::fs::remove_file(&body);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{text}");
+        assert!(
+            text.contains(&format!("{CALLS} succeeded, 0 failed, 0 errored")),
+            "{text}"
+        );
+        let totals = totals(&proxy);
+        assert_eq!(totals.calls_by_status[0], CALLS, "{text}");
+        assert_eq!(totals.calls(), CALLS);
+        assert_eq!(totals.http2_connections, 2);
+    });
+}
