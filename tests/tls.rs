@@ -19,10 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pki::{pem_of, KeyKind, Leaf, TestPki};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use ringway::tls::{self, Acceptor, Alpn, ConfigHandle, Reloader, TlsStats, TlsStream};
 use ringway_load::backend::BackendHandle;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 const DRIVERS: [&str; 2] = ["uring", "epoll"];
@@ -39,106 +40,6 @@ const WRITE_STALL_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
-
-struct TestPki {
-    dir: PathBuf,
-    ca: CertificateDer<'static>,
-    ca_issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum KeyKind {
-    EcdsaP256,
-    Rsa2048,
-}
-
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ringway-tls-{}-{}-{}",
-        std::process::id(),
-        name,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-impl TestPki {
-    fn new(name: &str) -> TestPki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "ringway test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let ca = params.self_signed(&key).unwrap().der().clone();
-        TestPki {
-            dir: temp_dir(name),
-            ca,
-            ca_issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf for localhost and 127.0.0.1, written as `<name>.crt` (leaf + CA) and `<name>.key`
-    /// (PKCS#8).
-    fn leaf(&self, name: &str, kind: KeyKind) -> Leaf {
-        let key = match kind {
-            KeyKind::EcdsaP256 => rcgen::KeyPair::generate().unwrap(),
-            KeyKind::Rsa2048 => rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
-        };
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("ringway test {name}"));
-        let cert = params.signed_by(&key, &self.ca_issuer).unwrap();
-        let chain = format!("{}{}", cert.pem(), pem_of(&self.ca));
-        let leaf = Leaf {
-            cert: self.dir.join(format!("{name}.crt")),
-            key: self.dir.join(format!("{name}.key")),
-            der: cert.der().clone(),
-        };
-        std::fs::write(&leaf.cert, chain).unwrap();
-        std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
-        leaf
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
-        roots
-    }
-}
-
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn pem_of(der: &CertificateDer<'_>) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
 
 /// Rewrites a PKCS#8 key file in its traditional form (SEC1 `EC PRIVATE KEY` or PKCS#1 `RSA
 /// PRIVATE KEY`), with openssl as an operator would.

@@ -4,144 +4,45 @@
 //! change under a running proxy (rewritten in place, or a Kubernetes Secret mount's `..data`
 //! symlink swapped).
 //!
-//! A compact copy of what tests/tls.rs's `TestPki` does, kept separate because `TestPki` is
-//! moving to tests/common/pki.rs in another branch; the two are to be deduplicated at merge.
+//! The CA and leaves are `pki.rs`'s; this adds the flag list for a proxy's TLS listener and the
+//! rotations.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use super::pki::TestPki;
+pub use super::pki::{KeyKind, Leaf};
 
-/// A test CA in its own temporary directory (removed on drop), and the leaves it signs.
-pub struct TestCa {
-    pub dir: PathBuf,
-    ca: CertificateDer<'static>,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
+/// A test CA in its own temporary directory (removed on drop), and the leaves it signs: the
+/// CA of `pki.rs`, with ECDSA leaves by default and the CA file written at once.
+pub struct TestCa(TestPki);
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum KeyKind {
-    EcdsaP256,
-    Rsa2048,
-}
-
-/// A leaf certificate's files and its DER, to compare with what a client was served.
-#[derive(Clone, Debug)]
-pub struct Leaf {
-    /// The chain, leaf first then the CA, as a Secret's `tls.crt` holds it.
-    pub cert: PathBuf,
-    /// The PKCS#8 key.
-    pub key: PathBuf,
-    pub der: CertificateDer<'static>,
+impl std::ops::Deref for TestCa {
+    type Target = TestPki;
+    fn deref(&self) -> &TestPki {
+        &self.0
+    }
 }
 
 impl TestCa {
     pub fn new(name: &str) -> TestCa {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringway-certs-{}-{name}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("ringway test CA {name}"));
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let ca = params.self_signed(&key).unwrap().der().clone();
-        let test_ca = TestCa {
-            dir,
-            ca,
-            issuer: rcgen::Issuer::new(params, key),
-        };
-        std::fs::write(test_ca.ca_file(), pem_of(&test_ca.ca)).unwrap();
-        test_ca
+        let pki = TestPki::new(name);
+        pki.ca_file();
+        TestCa(pki)
     }
 
     /// The CA certificate as a PEM file: what grpcio's `--tls-ca` and curl's `--cacert` take.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.0.dir.join("ca.pem")
     }
 
     /// An ECDSA P-256 leaf for localhost and 127.0.0.1, written as `<name>.crt` and `<name>.key`.
     pub fn leaf(&self, name: &str) -> Leaf {
-        self.leaf_of(name, KeyKind::EcdsaP256)
+        self.0.leaf(name, KeyKind::EcdsaP256)
     }
 
     pub fn leaf_of(&self, name: &str, kind: KeyKind) -> Leaf {
-        let key = match kind {
-            KeyKind::EcdsaP256 => rcgen::KeyPair::generate().unwrap(),
-            KeyKind::Rsa2048 => rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
-        };
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("ringway test {name}"));
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let leaf = Leaf {
-            cert: self.dir.join(format!("{name}.crt")),
-            key: self.dir.join(format!("{name}.key")),
-            der: cert.der().clone(),
-        };
-        std::fs::write(&leaf.cert, format!("{}{}", cert.pem(), pem_of(&self.ca))).unwrap();
-        std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
-        leaf
+        self.0.leaf(name, kind)
     }
-
-    /// Trust anchors holding only this CA.
-    pub fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
-        roots
-    }
-
-    /// A client trusting only this CA, offering `alpn` (none when empty), TLS 1.3 and 1.2.
-    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-        self.client_config_for(alpn, &[&rustls::version::TLS13, &rustls::version::TLS12])
-    }
-
-    pub fn client_config_for(
-        &self,
-        alpn: &[&[u8]],
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> Arc<ClientConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(self.roots())
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-}
-
-impl Drop for TestCa {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-pub fn pem_of(der: &CertificateDer<'_>) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
 }
 
 /// The flags that serve `cert` and `key` on a TLS listener on 127.0.0.1, with a short reload

@@ -6,11 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use base64::Engine;
 use rcgen::PublicKeyData;
 use rustls::pki_types::CertificateDer;
-use rustls::RootCertStore;
+use rustls::{ClientConfig, RootCertStore};
 
 /// A test CA, and a temporary directory (removed on drop) holding the files made from it.
 pub struct TestPki {
@@ -26,6 +27,7 @@ pub enum KeyKind {
 }
 
 /// A leaf certificate: its chain file (leaf then CA), its PKCS#8 key file, and its DER.
+#[derive(Clone, Debug)]
 pub struct Leaf {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -106,6 +108,26 @@ impl TestPki {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
         roots
+    }
+
+    /// A client trusting only this CA, offering `alpn` (none when empty), TLS 1.3 and 1.2.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        self.client_config_for(alpn, &[&rustls::version::TLS13, &rustls::version::TLS12])
+    }
+
+    pub fn client_config_for(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(self.roots())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
     }
 
     /// The CA certificate as a PEM file (`ca.pem` in the directory), for clients that take a
