@@ -333,8 +333,11 @@ fn take_queued(
     if std_listener.set_nonblocking(true).is_err() {
         return Vec::new();
     }
+    // Accepted sockets do not inherit O_NONBLOCK, and monoio's epoll driver expects it: a
+    // blocking socket would block the whole worker in recv.
     std::iter::from_fn(|| std_listener.accept().ok())
         .take(QUEUED_ACCEPT_MAX)
+        .filter(|(stream, _)| stream.set_nonblocking(true).is_ok())
         .collect()
 }
 
