@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,13 +41,11 @@ fn admin_raw(addr: SocketAddr, request: &str) -> Response {
 /// in deploy/ give up after 1 s), far less than a slow client can hold a serial server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Proxy(Child);
-
 /// ringway on free ports with `--upstream upstream`, plus `extra` flags: the process, its data
 /// address and its admin address, once the admin port answers.
-fn start_ringway(driver: &str, upstream: SocketAddr, extra: &[&str]) -> (Proxy, SocketAddr) {
+fn start_ringway(driver: &str, upstream: SocketAddr, extra: &[&str]) -> (Running, SocketAddr) {
     let (listen, admin_addr) = (free_addr(), free_addr());
-    let proxy = Proxy(
+    let proxy = Running(
         Command::new(env!("CARGO_BIN_EXE_ringway"))
             .args(["--listen", &listen.to_string()])
             .args(["--admin", &admin_addr.to_string()])
@@ -65,13 +63,6 @@ fn start_ringway(driver: &str, upstream: SocketAddr, extra: &[&str]) -> (Proxy, 
     (proxy, admin_addr)
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn admin_endpoints_and_access_log() {
     for_each_driver(|driver| {
@@ -82,7 +73,7 @@ fn admin_endpoints_and_access_log() {
             std::process::id()
         ));
         let _ = std::fs::remove_file(&log_path);
-        let _proxy = Proxy(
+        let _proxy = Running(
             Command::new(env!("CARGO_BIN_EXE_ringway"))
                 .args([
                     "--listen",
